@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what imgsan's tests need, idempotently. Safe to rerun: every step checks
+# before it acts. Runs as root on a Debian bookworm machine (the CI image).
+set -euo pipefail
+
+need_pkgs=()
+have() { command -v "$1" >/dev/null 2>&1; }
+
+have mkfs.xfs      || need_pkgs+=(xfsprogs)
+have sgdisk        || need_pkgs+=(gdisk)
+have sfdisk        || need_pkgs+=(fdisk)
+have hyperfine     || need_pkgs+=(hyperfine)
+have debootstrap   || need_pkgs+=(debootstrap)
+have xmllint       || need_pkgs+=(libxml2-utils)
+have mkfs.vfat     || need_pkgs+=(dosfstools)
+have zstd          || need_pkgs+=(zstd)
+have rpm           || need_pkgs+=(rpm)
+have pvcreate      || need_pkgs+=(lvm2)
+have clang         || need_pkgs+=(clang)
+have /usr/bin/time || need_pkgs+=(time)
+[ -e /usr/lib/grub/i386-pc/modinfo.sh ] || need_pkgs+=(grub-pc-bin)
+have grub-install  || need_pkgs+=(grub2-common)
+
+bp_pkgs=()
+have qemu-system-x86_64 || bp_pkgs+=(qemu-system-x86)
+have guestfish          || bp_pkgs+=(libguestfs-tools)
+# The appliance needs a kernel it can read.
+ls /boot/vmlinuz-* >/dev/null 2>&1 || bp_pkgs+=(linux-image-amd64)
+
+src=/etc/apt/sources.list.d/debian.sources
+if [ ${#need_pkgs[@]} -gt 0 ] || [ ${#bp_pkgs[@]} -gt 0 ]; then
+  if [ ${#bp_pkgs[@]} -gt 0 ] && [ -f "$src" ] && ! grep -q 'bookworm-backports' "$src"; then
+    # qemu-system and libguestfs must match the qemu-utils from backports.
+    sed -i '0,/^Suites: bookworm bookworm-updates$/s//Suites: bookworm bookworm-updates bookworm-backports/' "$src"
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  if [ ${#need_pkgs[@]} -gt 0 ]; then
+    apt-get install -y -q --no-install-recommends "${need_pkgs[@]}"
+  fi
+  if [ ${#bp_pkgs[@]} -gt 0 ]; then
+    apt-get install -y -q -t bookworm-backports "${bp_pkgs[@]}"
+  fi
+fi
+
+# cargo-fuzz runs the fuzz targets for a bounded time (nightly toolchain).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install --locked cargo-fuzz
+fi
+rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal

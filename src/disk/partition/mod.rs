@@ -1,0 +1,1 @@
+//! Partition tables (placeholder until the parsers land).

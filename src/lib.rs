@@ -1,0 +1,16 @@
+//! imgsan: an offline disk-image sanitizer.
+//!
+//! The library holds all the logic; the `imgsan` binary is a thin front end. Data
+//! flows one way (see DESIGN.md in the project's shared notes and the README):
+//! image file -> [`disk`] (RAW/QCOW2, partitions) -> [`fs`] readers -> [`tree::Tree`]
+//! -> rules and policy -> [`fs`] builders -> [`output`] (whole-disk RAW writer).
+
+#![deny(unsafe_code)]
+
+pub mod disk;
+pub mod error;
+pub mod fs;
+pub mod output;
+pub mod tree;
+
+pub use error::{Error, ErrorKind, Location, Result};

@@ -1,0 +1,1 @@
+//! Output: the sparse RAW writer and reports.
