@@ -48,6 +48,7 @@ pub enum ErrorKind {
     Corrupt,
     Checksum,
     Unsupported,
+    Output,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +88,16 @@ pub enum Error {
     #[error("unsupported: {feature}")]
     Unsupported { feature: String },
 
+    /// Writing the output failed (disk full, permission, a vanished directory).
+    /// Kept apart from `Io` so the CLI can tell "could not read the image" from
+    /// "could not write the result".
+    #[error("writing {what}: {source}")]
+    Output {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// An error that happened while reading a file other than the one the caller
     /// opened (a QCOW2 backing file, an external data file).
     #[error("{}: {source}", path.display())]
@@ -107,12 +118,20 @@ impl Error {
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::Checksum { .. } => ErrorKind::Checksum,
             Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::Output { .. } => ErrorKind::Output,
             Error::InFile { source, .. } => source.kind(),
         }
     }
 
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub fn output(what: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Output {
             what: what.into(),
             source,
         }

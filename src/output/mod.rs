@@ -1,1 +1,3 @@
-//! Output: the sparse RAW writer and reports.
+//! Output: writing images (sparse files, streams) and reports.
+
+pub mod convert;

@@ -1,0 +1,262 @@
+//! Argument parsing and the mapping from library results to exit codes and output.
+//!
+//! Exit codes (documented in the README):
+//! 0 clean; 1 policy violations found; 2 usage or rules-file error; 3 image unreadable
+//! or unsupported; 4 output could not be written.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use imgsan::disk;
+use imgsan::output::convert::{self, Target};
+use imgsan::progress::{Progress, Silent, Unit};
+use imgsan::ErrorKind;
+
+pub const EXIT_CLEAN: u8 = 0;
+#[allow(dead_code)] // returned by `check` and `sanitize`
+pub const EXIT_VIOLATIONS: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_UNREADABLE: u8 = 3;
+pub const EXIT_OUTPUT: u8 = 4;
+
+#[derive(Parser)]
+#[command(
+    name = "imgsan",
+    version,
+    about = "Offline disk-image sanitizer for cloud images (RAW/QCOW2, ext4/XFS)",
+    long_about = "imgsan reads a VM disk image in userspace (no VM, no root, no kernel mount), \
+inspects the guest, checks it against an imaging policy, strips user data and writes \
+a sparse RAW image ready for upload.\n\n\
+Exit codes: 0 clean, 1 policy violations found, 2 usage or rules-file error, \
+3 image unreadable or unsupported, 4 output could not be written.",
+    after_help = "Examples:\n  imgsan inspect disk.qcow2\n  imgsan convert disk.qcow2 -o disk.raw\n  imgsan convert disk.qcow2 -o - | gzip > disk.raw.gz"
+)]
+struct Cli {
+    /// Worker threads for parallel work (default: one per core).
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+
+    /// Never show progress bars, even on a terminal.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert an image (RAW or QCOW2) to a sparse RAW image.
+    ///
+    /// Unallocated and zero ranges, and data blocks that are all zeros, become holes.
+    /// The output is written under a temporary name beside OUT and renamed when
+    /// complete; the input is never modified.
+    Convert {
+        /// The input image (RAW or QCOW2; the format is detected).
+        input: PathBuf,
+        /// The output RAW image, or "-" to stream to standard output (zeros are
+        /// written out on a stream).
+        #[arg(short, long, value_name = "OUT")]
+        output: PathBuf,
+        /// Force the input format instead of detecting it.
+        #[arg(long, value_parser = ["raw", "qcow2"])]
+        format: Option<String>,
+    },
+    /// Show what an image holds: format, sizes, partitions and filesystems.
+    Inspect {
+        /// The image to inspect.
+        input: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Force the input format instead of detecting it.
+        #[arg(long, value_parser = ["raw", "qcow2"])]
+        format: Option<String>,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                EXIT_USAGE
+            } else {
+                EXIT_CLEAN
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            eprintln!("imgsan: --threads must be at least 1");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+        {
+            eprintln!("imgsan: cannot start {n} threads: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    match run(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            // A closed pipe downstream (`imgsan ... | head`) is not a failure.
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::BrokenPipe {
+                    return ExitCode::from(EXIT_CLEAN);
+                }
+            }
+            eprintln!("imgsan: {e:#}");
+            ExitCode::from(exit_code_for(&e))
+        }
+    }
+}
+
+/// The exit code for an error, from the library's error kind.
+fn exit_code_for(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(le) = cause.downcast_ref::<imgsan::Error>() {
+            return match le.kind() {
+                ErrorKind::Output => EXIT_OUTPUT,
+                ErrorKind::Io
+                | ErrorKind::NotThisFormat
+                | ErrorKind::Corrupt
+                | ErrorKind::Checksum
+                | ErrorKind::Unsupported => EXIT_UNREADABLE,
+            };
+        }
+    }
+    EXIT_UNREADABLE
+}
+
+fn open_disk(
+    path: &std::path::Path,
+    format: &Option<String>,
+) -> anyhow::Result<std::sync::Arc<dyn disk::Disk>> {
+    let opts = disk::OpenOptions {
+        format: format.clone(),
+    };
+    disk::open_with(path, &opts).with_context(|| path.display().to_string())
+}
+
+fn run(cli: &Cli) -> anyhow::Result<u8> {
+    match &cli.command {
+        Command::Convert {
+            input,
+            output,
+            format,
+        } => {
+            let d = open_disk(input, format)?;
+            let target = if output.as_os_str() == "-" {
+                Target::Stdout
+            } else {
+                Target::File(output.clone())
+            };
+            let progress = progress_for(cli);
+            let stats = convert::convert(d.as_ref(), &target, progress.as_ref())
+                .with_context(|| format!("converting {}", input.display()))?;
+            if !matches!(target, Target::Stdout) && !cli.quiet {
+                eprintln!(
+                    "imgsan: wrote {} ({} bytes virtual, {} bytes of data)",
+                    output.display(),
+                    stats.virtual_size,
+                    stats.data_bytes
+                );
+            }
+            Ok(EXIT_CLEAN)
+        }
+        Command::Inspect {
+            input,
+            json,
+            format,
+        } => {
+            let d = open_disk(input, format)?;
+            let info = d.info();
+            let mut out = std::io::stdout().lock();
+            if *json {
+                serde_json::to_writer_pretty(&mut out, &info)?;
+                writeln!(out)?;
+            } else {
+                writeln!(out, "image:          {}", input.display())?;
+                writeln!(out, "format:         {}", info.format)?;
+                writeln!(out, "virtual size:   {} bytes", info.virtual_size)?;
+                writeln!(out, "allocated size: {} bytes", info.allocated_size)?;
+                for (k, v) in &info.details {
+                    writeln!(out, "{k:<15} {v}")?;
+                }
+                for w in &info.warnings {
+                    writeln!(out, "warning: {w}")?;
+                }
+            }
+            Ok(EXIT_CLEAN)
+        }
+    }
+}
+
+/// Progress bars on a terminal, nothing otherwise (CI, pipes, --quiet).
+fn progress_for(cli: &Cli) -> Box<dyn Progress> {
+    let ci = std::env::var_os("CI").is_some();
+    if cli.quiet || ci || !std::io::stderr().is_terminal() {
+        Box::new(Silent)
+    } else {
+        Box::new(Bars::default())
+    }
+}
+
+/// indicatif bars, one per phase.
+#[derive(Default)]
+struct Bars {
+    bar: Mutex<Option<indicatif::ProgressBar>>,
+}
+
+impl Progress for Bars {
+    fn start(&self, phase: &str, total: u64, unit: Unit) {
+        let bar = indicatif::ProgressBar::new(total);
+        let template = match unit {
+            Unit::Bytes => {
+                "{prefix:>12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+            }
+            Unit::Items => "{prefix:>12} [{bar:40}] {pos}/{len} eta {eta}",
+        };
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(phase.to_string());
+        if let Ok(mut b) = self.bar.lock() {
+            *b = Some(bar);
+        }
+    }
+
+    fn advance(&self, n: u64) {
+        if let Ok(b) = self.bar.lock() {
+            if let Some(b) = b.as_ref() {
+                b.inc(n);
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Ok(mut b) = self.bar.lock() {
+            if let Some(b) = b.take() {
+                b.finish_and_clear();
+            }
+        }
+    }
+
+    fn note(&self, line: &str) {
+        if let Ok(b) = self.bar.lock() {
+            match b.as_ref() {
+                Some(b) => b.println(line),
+                None => eprintln!("{line}"),
+            }
+        }
+    }
+}
