@@ -2,4 +2,5 @@
 //! [`crate::tree::Tree`] and builds a fresh volume from one; none of them knows
 //! about policy or rules.
 
+pub mod codec;
 pub mod ext4;
