@@ -10,6 +10,7 @@
 pub mod disk;
 pub mod error;
 pub mod fs;
+pub mod guest;
 pub mod output;
 pub mod progress;
 pub mod tree;
