@@ -850,7 +850,8 @@ fn journal_superblock_damage_gives_typed_errors() {
     let e = replay_image(&Image::load(&p), &loc).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Checksum, "{e}");
 
-    let cases: Vec<(&str, Box<dyn Fn(&mut JournalSuperblock)>, ErrorKind)> = vec![
+    type Edit = Box<dyn Fn(&mut JournalSuperblock)>;
+    let cases: Vec<(&str, Edit, ErrorKind)> = vec![
         (
             "maxlen past the inode",
             Box::new(|j| j.s_maxlen += 100),
@@ -1008,4 +1009,160 @@ fn random_damage_never_panics_or_loops() {
     }
     // The mutations reached more than one outcome.
     assert!(outcomes.len() >= 2, "{outcomes:?}");
+}
+
+// ---- kernel-written journals ---------------------------------------------------
+
+/// The Linux kernel writes the journals: three filesystems are mounted in one
+/// libguestfs appliance, files are created and deleted, the journal commits, and
+/// the appliance is rebooted on the spot (sysrq `b`: no unmount, no writeback), so
+/// the images keep their dirty journals. Writeback is switched off first so the
+/// home locations of the journalled blocks are stale and replay really matters.
+///
+/// - a: ext4 defaults, 4 KiB blocks: csum v3, 64-bit tags, revoke records;
+/// - b: 1 KiB blocks, no metadata_csum, no 64bit, mounted with
+///   journal_async_commit: checksum v1 and async commits, 32-bit tags;
+/// - c: fast_commit: a file fsynced after the last full commit is logged as a
+///   fast commit, which imgsan reports instead of replaying.
+#[test]
+fn kernel_written_journals() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let a = mkfs(d, "a.img", &["-b", "4096"], "64M");
+    let b = mkfs(
+        d,
+        "b.img",
+        &["-b", "1024", "-O", "^metadata_csum,^64bit"],
+        "64M",
+    );
+    let c = mkfs(d, "c.img", &["-b", "1024", "-O", "fast_commit"], "64M");
+    let payload = d.join("payload.bin");
+    std::fs::write(
+        &payload,
+        (0..300_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let p = payload.display();
+    let script = format!(
+        r#"run
+debug sh "echo 0 > /proc/sys/vm/dirty_writeback_centisecs; echo 360000 > /proc/sys/vm/dirty_expire_centisecs"
+mkmountpoint /a
+mkmountpoint /b
+mkmountpoint /c
+mount-options "commit=1" /dev/sda /a
+mount-options "commit=1,data=writeback,journal_async_commit" /dev/sdb /b
+mount-options "commit=600" /dev/sdc /c
+mkdir-p /a/old/sub
+write /a/old/f1 "first file"
+upload {p} /a/old/payload
+mkdir-p /b/old/sub
+write /b/old/f1 "first file"
+upload {p} /b/old/payload
+mkdir /c/old
+write /c/old/f1 "first"
+sync
+rm /a/old/f1
+rm-rf /a/old/sub
+rm /a/old/payload
+mkdir-p /a/new/deep
+upload {p} /a/new/deep/payload
+ln-s /a/new/deep/payload /a/new/link
+write /a/new/small "small"
+rm /b/old/payload
+mkdir-p /b/new/deep
+upload {p} /b/new/deep/payload
+write /b/new/small "small"
+debug sh "dd if=/dev/urandom of=/sysroot/c/fc1 bs=4096 count=3 conv=fsync"
+sleep 4
+debug sh "echo b > /proc/sysrq-trigger"
+"#
+    );
+    let last_line = script.lines().count();
+    let gf = d.join("crash.gf");
+    std::fs::write(&gf, &script).unwrap();
+    let out = Command::new("timeout")
+        .arg("1800")
+        .arg("guestfish")
+        .arg("--format=raw")
+        .args(["-a".as_ref(), a.as_os_str()])
+        .args(["-a".as_ref(), b.as_os_str()])
+        .args(["-a".as_ref(), c.as_os_str()])
+        .arg("-f")
+        .arg(&gf)
+        .env("LIBGUESTFS_BACKEND", "direct")
+        .env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
+        .output()
+        .expect("guestfish runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The appliance dies on the last command, and only there.
+    assert!(
+        stderr.contains(&format!("crash.gf:{last_line}:")),
+        "guestfish did not reach the crash: {stderr}"
+    );
+
+    for (img, want_features) in [
+        (&a, &["journal_checksum_v3", "journal_64bit"][..]),
+        (&b, &["journal_checksum", "journal_async_commit"][..]),
+    ] {
+        let (overlay, report) = check_against_e2fsprogs(img);
+        check_against_logdump(img, &report);
+        for f in want_features {
+            assert!(
+                report.journal_features.contains(&f.to_string()),
+                "{img:?}: {report:#?}"
+            );
+        }
+        eprintln!("{img:?}: {report:#?}");
+        assert!(report.transactions >= 2, "{img:?}: {report:#?}");
+        let dirty = Image::load(img);
+        let stale = overlay
+            .blocks
+            .iter()
+            .filter(|(&n, v)| dirty.block(n) != &v[..])
+            .count();
+        assert!(
+            stale > 0,
+            "{img:?}: replay changes nothing, the crash came too late: {report:#?}"
+        );
+        assert!(!report.fast_commit_skipped);
+    }
+    // Deleting a directory whose block an earlier transaction logged makes the
+    // kernel write a revoke record for it.
+    let a_report = replay_image(&Image::load(&a), &journal_location(&a))
+        .unwrap()
+        .1;
+    assert!(a_report.revoked > 0, "{a_report:#?}");
+
+    // c: the full commits replay like e2fsprogs', and the fast commits that
+    // follow them are reported, not replayed.
+    let c_img = Image::load(&c);
+    let (c_overlay, c_report) = replay_image(&c_img, &journal_location(&c)).unwrap();
+    eprintln!("{c:?}: {c_report:#?}");
+    assert!(c_report.fast_commit_skipped, "{c_report:#?}");
+    let dump = logdump(&c);
+    let end = c_report.end_sequence.unwrap();
+    assert!(
+        dump.text
+            .contains(&format!("tag HEAD, features 0x0, tid {end}")),
+        "{}",
+        dump.text
+    );
+    let tails = dump
+        .text
+        .lines()
+        .filter(|l| *l == format!("tag TAIL, tid {end}"))
+        .count();
+    assert_eq!(c_report.fast_commits as usize, tails, "{}", dump.text);
+    assert!(c_report.notes.iter().any(|n| n.contains("fast commit")));
+    // e2fsprogs would replay the fast commits too, so its oracle runs on a copy
+    // whose journal no longer advertises them.
+    let plain = copy(&c, "c-plain.img");
+    edit_journal_sb(&plain, |j| j.s_feature_incompat &= !0x20);
+    let (plain_overlay, plain_report) = check_against_e2fsprogs(&plain);
+    check_against_logdump(&plain, &plain_report);
+    assert!(!plain_report.fast_commit_skipped);
+    assert_eq!(plain_overlay.blocks, c_overlay.blocks);
+    assert_eq!(plain_report.transactions, c_report.transactions);
 }

@@ -102,6 +102,9 @@ pub struct ReplayReport {
     pub last_sequence: Option<u32>,
     /// A fast-commit area held entries that were not replayed.
     pub fast_commit_skipped: bool,
+    /// Valid fast commits found for the transaction after the last one applied
+    /// (the ones the kernel would replay and imgsan does not).
+    pub fast_commits: u32,
     /// Things worth telling the user (a torn last transaction, ...).
     pub notes: Vec<String>,
     /// Journal blocks read (the superblock, the log, the fast-commit area).
@@ -198,15 +201,11 @@ impl JournalMap {
                     "logical block {logical} overlaps or precedes the previous extent"
                 )));
             }
-            let pend = physical
-                .checked_add(len)
-                .filter(|&e| e <= fs_blocks)
-                .ok_or_else(|| {
-                    bad(format!(
-                        "blocks {physical}+{len} pass the filesystem's {fs_blocks} blocks"
-                    ))
-                })?;
-            let _ = pend;
+            if physical.checked_add(len).is_none_or(|e| e > fs_blocks) {
+                return Err(bad(format!(
+                    "blocks {physical}+{len} pass the filesystem's {fs_blocks} blocks"
+                )));
+            }
             prev_end = logical
                 .checked_add(len)
                 .ok_or_else(|| bad("logical range overflows".into()))?;
@@ -388,7 +387,7 @@ impl<'a> Journal<'a> {
             block_size: bs as usize,
             csum,
             bit64: incompat & feature::INCOMPAT_64BIT != 0,
-            csum_seed: ondisk_seed(&jsb),
+            csum_seed: crate::fs::ext4::csum::crc32c_raw(!0, &jsb.s_uuid),
         };
         Ok(Journal {
             map,
@@ -421,10 +420,6 @@ impl<'a> Journal<'a> {
             pos + 1
         }
     }
-}
-
-fn ondisk_seed(jsb: &JournalSuperblock) -> u32 {
-    crate::fs::ext4::csum::crc32c_raw(!0, &jsb.s_uuid)
 }
 
 /// A block write logged by a transaction that has not committed yet.
@@ -482,13 +477,21 @@ struct Slot {
     phys: u64,
 }
 
+/// A committed write whose tag checksum failed.
+struct BadWrite {
+    block: u64,
+    phys: u64,
+    stored: u32,
+    computed: u32,
+}
+
 /// The replay state across transactions.
 #[derive(Default)]
 struct Applied {
     slots: BTreeMap<u64, Slot>,
     /// Writes skipped for a bad tag checksum: an error unless a revoke cancels
     /// them later.
-    bad: Vec<(u64, u32, u64, (u32, u32))>,
+    bad: Vec<BadWrite>,
     revoked: u64,
 }
 
@@ -503,7 +506,7 @@ impl Applied {
                 self.revoked += s.writes;
             }
             let before = self.bad.len();
-            self.bad.retain(|&(blk, ..)| blk != b);
+            self.bad.retain(|w| w.block != b);
             self.revoked += (before - self.bad.len()) as u64;
             if written.contains(&b) {
                 revoked_here.insert(b);
@@ -514,8 +517,13 @@ impl Applied {
                 self.revoked += 1;
                 continue;
             }
-            if let Some(sums) = w.bad_csum {
-                self.bad.push((w.block, txn.sequence, w.phys, sums));
+            if let Some((stored, computed)) = w.bad_csum {
+                self.bad.push(BadWrite {
+                    block: w.block,
+                    phys: w.phys,
+                    stored,
+                    computed,
+                });
                 continue;
             }
             let writes = self.slots.get(&w.block).map_or(0, |s| s.writes) + 1;
@@ -743,14 +751,13 @@ fn walk(j: &mut Journal<'_>, fs_blocks: u64, report: &mut ReplayReport) -> Resul
     }
     report.revoked = applied.revoked;
 
-    if let Some(&(block, seq, phys, (stored, computed))) = applied.bad.first() {
-        let _ = (block, seq);
-        return Err(Error::Checksum {
-            structure: "jbd2 data block",
-            location: Location::Block(phys),
-            stored: u64::from(stored),
-            computed: u64::from(computed),
-        });
+    if let Some(w) = applied.bad.first() {
+        return Err(Error::checksum(
+            "jbd2 data block",
+            Location::Block(w.phys),
+            u64::from(w.stored),
+            u64::from(w.computed),
+        ));
     }
     let mut overlay = Overlay::default();
     for (block, slot) in applied.slots {
@@ -784,6 +791,7 @@ fn scan_fast_commits(j: &mut Journal<'_>, report: &mut ReplayReport) -> Result<(
         b += 1;
     }
     let r = scanner.result;
+    report.fast_commits = r.commits;
     if r.commits > 0 {
         report.fast_commit_skipped = true;
         report.notes.push(format!(
@@ -794,4 +802,252 @@ fn scan_fast_commits(j: &mut Journal<'_>, report: &mut ReplayReport) -> Result<(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Synthetic journals for the cases e2fsprogs' writer cannot produce: stale
+    //! blocks, damaged control blocks, a log that overruns itself, and a log that
+    //! wraps in front of a fast-commit area.
+
+    use super::*;
+    use crate::fs::ext4::csum::crc32c_raw;
+
+    const BS: usize = 1024;
+    /// Where the journal starts in the synthetic volume.
+    const J0: u64 = 100;
+
+    struct Volume {
+        blocks: Vec<Vec<u8>>,
+        sb: Superblock,
+        loc: JournalLocation,
+        fmt: LogFormat,
+        first: u64,
+        last: u64,
+    }
+
+    /// A volume with a csum v3 journal of `maxlen` blocks (`num_fc` of them for
+    /// fast commits) whose log starts at `start` with transaction `seq`.
+    fn volume(maxlen: u32, num_fc: u32, start: u32, seq: u32) -> Volume {
+        let total = 4096u64;
+        let mut raw = [0u8; 1024];
+        raw[0x4..0x8].copy_from_slice(&(total as u32).to_le_bytes());
+        raw[0x60..0x64].copy_from_slice(&incompat::RECOVER.to_le_bytes());
+        let sb = Superblock::decode(&raw);
+        let mut jsb = JournalSuperblock::decode(&[0; 1024]);
+        jsb.h_magic = JBD2_MAGIC_NUMBER;
+        jsb.h_blocktype = blocktype::SUPERBLOCK_V2;
+        jsb.s_blocksize = BS as u32;
+        jsb.s_maxlen = maxlen;
+        jsb.s_first = 1;
+        jsb.s_sequence = seq;
+        jsb.s_start = start;
+        jsb.s_feature_incompat = feature::INCOMPAT_CSUM_V3
+            | feature::INCOMPAT_REVOKE
+            | if num_fc > 0 {
+                feature::INCOMPAT_FAST_COMMIT
+            } else {
+                0
+            };
+        jsb.s_num_fc_blks = num_fc;
+        jsb.s_checksum_type = ondisk::JBD2_CRC32C_CHKSUM;
+        jsb.s_uuid = [7; 16];
+        let mut b = jsb.to_bytes();
+        let c = JournalSuperblock::compute_checksum(&b);
+        b[0xFC..0x100].copy_from_slice(&c.to_be_bytes());
+        let mut blocks = vec![vec![0u8; BS]; total as usize];
+        blocks[J0 as usize][..1024].copy_from_slice(&b);
+        Volume {
+            blocks,
+            sb,
+            loc: JournalLocation {
+                extents: vec![(0, J0, u64::from(maxlen))],
+                len_blocks: u64::from(maxlen),
+            },
+            fmt: LogFormat {
+                block_size: BS,
+                csum: CsumKind::V3,
+                bit64: false,
+                csum_seed: crc32c_raw(!0, &[7; 16]),
+            },
+            first: 1,
+            last: u64::from(maxlen - num_fc),
+        }
+    }
+
+    fn header(buf: &mut [u8], kind: u32, seq: u32) {
+        buf[..4].copy_from_slice(&JBD2_MAGIC_NUMBER.to_be_bytes());
+        buf[4..8].copy_from_slice(&kind.to_be_bytes());
+        buf[8..12].copy_from_slice(&seq.to_be_bytes());
+    }
+
+    impl Volume {
+        /// Writes log blocks from `pos`, wrapping as the kernel does; returns the
+        /// position after them.
+        fn put(&mut self, mut pos: u64, blocks: Vec<Vec<u8>>) -> u64 {
+            for b in blocks {
+                self.blocks[(J0 + pos) as usize] = b;
+                pos = if pos + 1 >= self.last {
+                    self.first
+                } else {
+                    pos + 1
+                };
+            }
+            pos
+        }
+
+        /// A transaction: descriptor, data blocks, commit block at `time`.
+        fn txn(&self, seq: u32, writes: &[(u64, u8)], time: u64) -> Vec<Vec<u8>> {
+            let mut d = vec![0u8; BS];
+            header(&mut d, blocktype::DESCRIPTOR, seq);
+            let mut out = vec![];
+            for (i, &(blk, fill)) in writes.iter().enumerate() {
+                let data = vec![fill; BS];
+                let off = 12 + 16 * i;
+                let mut flags = u32::from(tag_flag::SAME_UUID);
+                if i + 1 == writes.len() {
+                    flags |= u32::from(tag_flag::LAST_TAG);
+                }
+                d[off..off + 4].copy_from_slice(&(blk as u32).to_be_bytes());
+                d[off + 4..off + 8].copy_from_slice(&flags.to_be_bytes());
+                d[off + 12..off + 16]
+                    .copy_from_slice(&self.fmt.tag_checksum(seq, &data).to_be_bytes());
+                out.push(data);
+            }
+            let (_, c) = self.fmt.tail_checksum(&d);
+            d[BS - 4..].copy_from_slice(&c.to_be_bytes());
+            out.insert(0, d);
+            out.push(self.commit(seq, time));
+            out
+        }
+
+        fn commit(&self, seq: u32, time: u64) -> Vec<u8> {
+            let mut c = vec![0u8; BS];
+            header(&mut c, blocktype::COMMIT, seq);
+            c[0x30..0x38].copy_from_slice(&time.to_be_bytes());
+            let (_, sum, _) = self.fmt.commit_checksum(&c);
+            c[0x10..0x14].copy_from_slice(&sum.to_be_bytes());
+            c
+        }
+
+        fn replay(&self) -> Result<(Overlay, ReplayReport)> {
+            let read = |b: u64, buf: &mut [u8]| -> Result<()> {
+                buf.copy_from_slice(&self.blocks[b as usize]);
+                Ok(())
+            };
+            replay(&self.sb, &self.loc, &read)
+        }
+    }
+
+    fn contents(o: &Overlay) -> Vec<(u64, u8)> {
+        o.blocks.iter().map(|(&b, v)| (b, v[0])).collect()
+    }
+
+    /// With fast commits the log wraps at `s_maxlen - s_num_fc_blks`, not at
+    /// `s_maxlen`; the fast-commit area after it is not part of the log.
+    #[test]
+    fn log_wraps_before_the_fast_commit_area() {
+        let mut v = volume(1040, 16, 1022, 10);
+        let t = v.txn(10, &[(3000, 1), (3001, 2), (3002, 3)], 5);
+        let next = v.put(1022, t);
+        assert_eq!(next, 4, "descriptor 1022, data 1023 1 2, commit 3");
+        // Junk that would look like a log continuation if the wrap were wrong.
+        let junk = v.txn(10, &[(3999, 9)], 5);
+        for (i, b) in junk.into_iter().enumerate() {
+            v.blocks[(J0 + 1024 + i as u64) as usize] = b;
+        }
+        let (o, r) = v.replay().unwrap();
+        assert_eq!(contents(&o), vec![(3000, 1), (3001, 2), (3002, 3)]);
+        assert_eq!(r.transactions, 1);
+        assert_eq!(r.end_sequence, Some(11));
+        assert!(!r.fast_commit_skipped);
+        assert_eq!(r.journal_blocks_read, 1 + 6 + 1);
+    }
+
+    /// A descriptor failing its checksum, in a transaction whose commit is older
+    /// than the previous one, is stale: the log ends quietly. With a newer
+    /// commit it is corruption.
+    #[test]
+    fn damaged_descriptor_is_stale_or_corrupt_by_commit_time() {
+        for (time, stale) in [(50u64, true), (200, false)] {
+            let mut v = volume(1024, 0, 1, 1);
+            let t1 = v.txn(1, &[(3000, 1)], 100);
+            let pos = v.put(1, t1);
+            let mut t2 = v.txn(2, &[(3001, 2)], time);
+            t2[0][500] ^= 1;
+            v.put(pos, t2);
+            match v.replay() {
+                Ok((o, r)) => {
+                    assert!(stale);
+                    assert_eq!(contents(&o), vec![(3000, 1)]);
+                    assert!(r.notes.iter().any(|n| n.contains("stale")), "{r:?}");
+                }
+                Err(e) => {
+                    assert!(!stale);
+                    assert_eq!(e.kind(), crate::ErrorKind::Checksum, "{e}");
+                }
+            }
+        }
+    }
+
+    /// A descriptor whose data blocks run over the start of the log: the walk
+    /// stops after one lap and applies nothing of that transaction.
+    #[test]
+    fn overrunning_descriptor_stops_after_one_lap() {
+        let mut v = volume(1024, 0, 1, 1);
+        let t1 = v.txn(1, &[(3000, 1)], 100);
+        let pos = v.put(1, t1);
+        // Descriptors of transaction 2 claiming 60 data blocks each (16-byte
+        // tags in a 1 KiB block) up to the end of the log: the last one's data
+        // would run over the start of the log, where transaction 1 is.
+        let mut p = pos;
+        while p < v.last {
+            let mut d = vec![0u8; BS];
+            header(&mut d, blocktype::DESCRIPTOR, 2);
+            for i in 0..60 {
+                let off = 12 + 16 * i;
+                d[off..off + 4].copy_from_slice(&4000u32.to_be_bytes());
+                let mut flags = tag_flag::SAME_UUID;
+                if i == 59 {
+                    flags |= tag_flag::LAST_TAG;
+                }
+                d[off + 4..off + 8].copy_from_slice(&u32::from(flags).to_be_bytes());
+            }
+            let (_, c) = v.fmt.tail_checksum(&d);
+            d[BS - 4..].copy_from_slice(&c.to_be_bytes());
+            v.blocks[(J0 + p) as usize] = d;
+            p += 61;
+        }
+        let (o, r) = v.replay().unwrap();
+        assert_eq!(contents(&o), vec![(3000, 1)]);
+        assert_eq!(r.unapplied_transaction, Some(2));
+        assert!(r.journal_blocks_read <= 1024);
+        assert!(r.notes.iter().any(|n| n.contains("looping")), "{r:?}");
+    }
+
+    /// A revoke record cancels writes of its own and earlier transactions only.
+    #[test]
+    fn revokes_cancel_up_to_their_own_transaction() {
+        let mut v = volume(1024, 0, 1, 0xFFFF_FFFF);
+        let t1 = v.txn(0xFFFF_FFFF, &[(3000, 1), (3001, 1)], 1);
+        let mut pos = v.put(1, t1);
+        // T2 (sequence 0 after the wrap) revokes 3000 and 3002, then writes 3002.
+        let mut r = vec![0u8; BS];
+        header(&mut r, blocktype::REVOKE, 0);
+        r[12..16].copy_from_slice(&24u32.to_be_bytes());
+        r[16..20].copy_from_slice(&3000u32.to_be_bytes());
+        r[20..24].copy_from_slice(&3002u32.to_be_bytes());
+        let (_, c) = v.fmt.tail_checksum(&r);
+        r[BS - 4..].copy_from_slice(&c.to_be_bytes());
+        let mut t2 = v.txn(0, &[(3002, 2)], 2);
+        t2.insert(0, r);
+        pos = v.put(pos, t2);
+        let t3 = v.txn(1, &[(3000, 3)], 3);
+        v.put(pos, t3);
+        let (o, r) = v.replay().unwrap();
+        assert_eq!(contents(&o), vec![(3000, 3), (3001, 1)]);
+        assert_eq!(r.revoked, 2);
+        assert_eq!(r.first_sequence, Some(0xFFFF_FFFF));
+        assert_eq!(r.last_sequence, Some(1));
+    }
 }
