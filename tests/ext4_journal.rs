@@ -1014,10 +1014,11 @@ fn random_damage_never_panics_or_loops() {
 // ---- kernel-written journals ---------------------------------------------------
 
 /// The Linux kernel writes the journals: three filesystems are mounted in one
-/// libguestfs appliance, files are created and deleted, the journal commits, and
-/// the appliance is rebooted on the spot (sysrq `b`: no unmount, no writeback), so
-/// the images keep their dirty journals. Writeback is switched off first so the
-/// home locations of the journalled blocks are stale and replay really matters.
+/// libguestfs appliance, files are created and deleted, an fsync makes the
+/// journal commit, and the appliance is rebooted on the spot (sysrq `b`: no
+/// unmount, no writeback), so the images keep their dirty journals. Writeback is
+/// switched off first so the home locations of the journalled blocks are stale
+/// and replay really matters.
 ///
 /// - a: ext4 defaults, 4 KiB blocks: csum v3, 64-bit tags, revoke records;
 /// - b: 1 KiB blocks, no metadata_csum, no 64bit, mounted with
@@ -1074,8 +1075,10 @@ rm /b/old/payload
 mkdir-p /b/new/deep
 upload {p} /b/new/deep/payload
 write /b/new/small "small"
+debug sh "dd if=/dev/zero of=/sysroot/a/new/synced bs=1024 count=2 conv=fsync"
+debug sh "dd if=/dev/zero of=/sysroot/b/new/synced bs=1024 count=2 conv=fsync"
 debug sh "dd if=/dev/urandom of=/sysroot/c/fc1 bs=4096 count=3 conv=fsync"
-sleep 4
+sleep 2
 debug sh "echo b > /proc/sysrq-trigger"
 "#
     );

@@ -161,7 +161,13 @@ pub fn replay(
     }
     let overlay = walk(&mut j, sb.blocks_count(), &mut report)?;
     if j.fast_commit.is_some() {
-        scan_fast_commits(&mut j, &mut report)?;
+        // The fast-commit area only adds to the report; failing to read it must
+        // not lose the full commits.
+        if let Err(e) = scan_fast_commits(&mut j, &mut report) {
+            report
+                .notes
+                .push(format!("the fast-commit area could not be read: {e}"));
+        }
     }
     report.blocks = overlay.blocks.len() as u64;
     report.journal_blocks_read = j.blocks_read;
