@@ -10,6 +10,7 @@
 pub mod disk;
 pub mod error;
 pub mod fs;
+pub mod inspect;
 pub mod output;
 pub mod tree;
 
