@@ -177,3 +177,138 @@ fn guest_detection_finds_the_berkeley_db_and_its_newest_install() {
     // dcrpm's database was made in April 2018.
     assert!((1_522_540_800..1_525_132_800).contains(&newest), "{newest}");
 }
+
+/// A guest made of the files under fixtures/os-release/<name>/.
+fn fixture_guest(name: &str) -> imgsan::inspect::MapSource {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/os-release")
+        .join(name);
+    let mut src = imgsan::inspect::MapSource::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let guest = format!("/{}", p.strip_prefix(&root).unwrap().display());
+                src = src.with(&guest, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    src
+}
+
+#[test]
+fn real_release_files_identify_each_supported_os() {
+    use imgsan::inspect::os::{identify_guest, Family};
+    // (fixture, id, version, full version, family, codename, pretty name)
+    let cases = [
+        (
+            "ubuntu-16.04",
+            "ubuntu",
+            "16.04",
+            "16.04.7",
+            Family::Debian,
+            "xenial",
+            "Ubuntu 16.04.7 LTS",
+        ),
+        (
+            "ubuntu-18.04",
+            "ubuntu",
+            "18.04",
+            "18.04.6",
+            Family::Debian,
+            "bionic",
+            "Ubuntu 18.04.6 LTS",
+        ),
+        (
+            "ubuntu-20.04",
+            "ubuntu",
+            "20.04",
+            "20.04.6",
+            Family::Debian,
+            "focal",
+            "Ubuntu 20.04.6 LTS",
+        ),
+        (
+            "ubuntu-22.04",
+            "ubuntu",
+            "22.04",
+            "22.04.4",
+            Family::Debian,
+            "jammy",
+            "Ubuntu 22.04.4 LTS",
+        ),
+        (
+            "ubuntu-24.04",
+            "ubuntu",
+            "24.04",
+            "24.04.1",
+            Family::Debian,
+            "noble",
+            "Ubuntu 24.04.1 LTS",
+        ),
+        (
+            "centos-7",
+            "centos",
+            "7.9",
+            "7.9.2009",
+            Family::Rhel,
+            "Core",
+            "CentOS Linux 7 (Core)",
+        ),
+        (
+            "rocky-9",
+            "rocky",
+            "9.5",
+            "9.5",
+            Family::Rhel,
+            "Blue Onyx",
+            "Rocky Linux 9.5 (Blue Onyx)",
+        ),
+        (
+            "debian-12",
+            "debian",
+            "12.11",
+            "12.11",
+            Family::Debian,
+            "bookworm",
+            "Debian GNU/Linux 12 (bookworm)",
+        ),
+    ];
+    for (fixture, id, version, full, family, codename, pretty) in cases {
+        let os = identify_guest(&fixture_guest(fixture)).unwrap().unwrap();
+        assert_eq!(os.id, id, "{fixture}");
+        assert_eq!(
+            os.version.as_ref().map(|v| v.text.as_str()),
+            Some(version),
+            "{fixture}"
+        );
+        assert_eq!(os.full_version.as_deref(), Some(full), "{fixture}");
+        assert_eq!(os.family, family, "{fixture}");
+        assert_eq!(os.codename.as_deref(), Some(codename), "{fixture}");
+        assert_eq!(os.pretty_name.as_deref(), Some(pretty), "{fixture}");
+        assert_eq!(os.source, "/etc/os-release", "{fixture}");
+        assert!(os.warnings.is_empty(), "{fixture}: {:?}", os.warnings);
+        // The JSON form carries the version as the distribution spells it.
+        let json = serde_json::to_value(&os).unwrap();
+        assert_eq!(json["version"], version, "{fixture}");
+    }
+    // Without os-release, the older files still identify the guest.
+    let mut c7 = fixture_guest("centos-7");
+    c7.files.remove("/etc/os-release");
+    let os = identify_guest(&c7).unwrap().unwrap();
+    assert_eq!(
+        (os.id.as_str(), os.version.unwrap().text.as_str()),
+        ("centos", "7.9")
+    );
+    let mut u18 = fixture_guest("ubuntu-18.04");
+    u18.files.remove("/etc/os-release");
+    let os = identify_guest(&u18).unwrap().unwrap();
+    assert_eq!(
+        (os.id.as_str(), os.source.as_str()),
+        ("ubuntu", "/etc/lsb-release")
+    );
+    assert_eq!(os.version.unwrap().text, "18.04");
+}
