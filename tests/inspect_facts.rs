@@ -312,3 +312,46 @@ fn real_release_files_identify_each_supported_os() {
     );
     assert_eq!(os.version.unwrap().text, "18.04");
 }
+
+#[test]
+fn this_machines_dpkg_status_matches_dpkg_query() {
+    let path = "/var/lib/dpkg/status";
+    let bytes = std::fs::read(path).expect("the test machine is Debian");
+    let status = imgsan::inspect::dpkg::parse_status(&bytes, path);
+    assert!(status.warnings.is_empty(), "{:?}", status.warnings);
+    let ours: BTreeSet<String> = status
+        .packages
+        .iter()
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| s.state != "not-installed")
+        })
+        .map(|p| {
+            let st = p.status.as_ref().unwrap();
+            format!(
+                "{}|{}|{}|{} {} {}|{}|{}",
+                p.name,
+                p.version.as_deref().unwrap_or(""),
+                p.architecture.as_deref().unwrap_or(""),
+                st.want,
+                st.flag,
+                st.state,
+                p.installed_size_kib
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
+                p.source_name(),
+            )
+        })
+        .collect();
+    let theirs: BTreeSet<String> = run(Command::new("dpkg-query").args([
+        "-W",
+        "-f",
+        "${Package}|${Version}|${Architecture}|${Status}|${Installed-Size}|${source:Package}\\n",
+    ]))
+    .lines()
+    .map(str::to_string)
+    .collect();
+    assert!(theirs.len() > 100);
+    assert_eq!(ours, theirs);
+}
