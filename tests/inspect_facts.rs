@@ -355,3 +355,49 @@ fn this_machines_dpkg_status_matches_dpkg_query() {
     assert!(theirs.len() > 100);
     assert_eq!(ours, theirs);
 }
+
+#[test]
+fn fstab_fields_match_findmnt() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/fstab/cloud-image.fstab");
+    let bytes = std::fs::read(&path).unwrap();
+    let ours = imgsan::inspect::fstab::parse(&bytes, "/etc/fstab");
+    assert!(ours.warnings.is_empty(), "{:?}", ours.warnings);
+    // util-linux's libmount parses the same file.
+    let json = run(Command::new("findmnt")
+        .args(["--fstab", "--tab-file"])
+        .arg(&path)
+        .args(["-J", "-o", "SOURCE,TARGET,FSTYPE,OPTIONS,FREQ,PASSNO"]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let theirs = v["filesystems"].as_array().unwrap();
+    let entries: Vec<_> = ours.entries().collect();
+    assert_eq!(entries.len(), theirs.len());
+    for (e, t) in entries.iter().zip(theirs) {
+        assert_eq!(e.spec, t["source"].as_str().unwrap(), "line {}", e.line);
+        assert_eq!(
+            e.mount_point,
+            t["target"].as_str().unwrap(),
+            "line {}",
+            e.line
+        );
+        assert_eq!(e.fs_type, t["fstype"].as_str().unwrap(), "line {}", e.line);
+        assert_eq!(
+            e.options.join(","),
+            t["options"].as_str().unwrap(),
+            "line {}",
+            e.line
+        );
+        assert_eq!(
+            u64::from(e.dump),
+            t["freq"].as_u64().unwrap(),
+            "line {}",
+            e.line
+        );
+        assert_eq!(
+            u64::from(e.pass),
+            t["passno"].as_u64().unwrap(),
+            "line {}",
+            e.line
+        );
+    }
+    assert_eq!(ours.to_bytes(), bytes);
+}

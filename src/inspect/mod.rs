@@ -93,7 +93,6 @@ impl Warning {
 /// keeping every byte of each line except the terminator. The returned flag says
 /// whether the last line had a terminator, so a rewrite can reproduce the file
 /// byte for byte.
-#[allow(dead_code)]
 pub(crate) fn split_lines(bytes: &[u8]) -> (Vec<&[u8]>, bool) {
     if bytes.is_empty() {
         return (Vec::new(), true);
@@ -107,8 +106,49 @@ pub(crate) fn split_lines(bytes: &[u8]) -> (Vec<&[u8]>, bool) {
     (body.split(|&b| b == b'\n').collect(), ends_with_newline)
 }
 
+/// The exact bytes of one line of a guest text file (without its `\n`), kept so
+/// that a rewrite reproduces untouched lines byte for byte. Serializes as lossy
+/// UTF-8 text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct RawLine(pub Vec<u8>);
+
+impl RawLine {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn text(&self) -> String {
+        lossy(&self.0)
+    }
+}
+
+impl serde::Serialize for RawLine {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&String::from_utf8_lossy(&self.0))
+    }
+}
+
+/// Joins lines with `\n`, adding a final one when the original had it.
+pub(crate) fn join_lines<'a>(
+    lines: impl IntoIterator<Item = &'a [u8]>,
+    final_newline: bool,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut any = false;
+    for (i, l) in lines.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(l);
+        any = true;
+    }
+    if any && final_newline {
+        out.push(b'\n');
+    }
+    out
+}
+
 /// Lossy UTF-8 for display and JSON; guest text is almost always ASCII.
-#[allow(dead_code)]
 pub(crate) fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
