@@ -401,3 +401,143 @@ fn fstab_fields_match_findmnt() {
     }
     assert_eq!(ours.to_bytes(), bytes);
 }
+
+/// Runs a shadow-utils checker chrooted into `root`; returns (exit code, output).
+fn shadow_check(tool: &str, root: &Path) -> (i32, String) {
+    let out = Command::new(tool)
+        .arg("-r")
+        .arg("-R")
+        .arg(root)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn account_sanitize_output_passes_pwck_and_grpck() {
+    use imgsan::inspect::users::{self, OwnedAccountFiles, SanitizeOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let etc = root.join("etc");
+    std::fs::create_dir(&etc).unwrap();
+    // A real Debian system's account files (this machine's), never committed.
+    for f in ["passwd", "group", "shadow", "gshadow", "login.defs"] {
+        std::fs::copy(Path::new("/etc").join(f), etc.join(f)).unwrap();
+    }
+    std::fs::write(etc.join("subuid"), "").unwrap();
+    std::fs::write(etc.join("subgid"), "").unwrap();
+    let prefix = |cmd: &str| {
+        let mut c = Command::new(cmd);
+        c.arg("--prefix").arg(root);
+        c
+    };
+    let hash = "$6$c2FsdHNhbHQ$0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghijklmnop";
+    run(prefix("useradd").args(["-m", "-s", "/bin/bash", "imgsan-alice"]));
+    run(prefix("useradd").args(["-m", "imgsan-bob"]));
+    run(prefix("groupadd").args(["-r", "imgsan-svc"]));
+    run(prefix("usermod").args(["-aG", "imgsan-svc,imgsan-alice", "imgsan-bob"]));
+    run(prefix("useradd").args(["-r", "-M", "-s", "/usr/sbin/nologin", "imgsan-daemon"]));
+    run(prefix("usermod").args(["-p", hash, "imgsan-alice"]));
+    run(prefix("usermod").args(["-p", hash, "root"]));
+    run(prefix("usermod").args(["-p", hash, "imgsan-daemon"]));
+
+    // Give every account its home and shell so that pwck's only subject is the
+    // account files themselves.
+    let passwd_text = std::fs::read_to_string(etc.join("passwd")).unwrap();
+    for line in passwd_text.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() != 7 {
+            continue;
+        }
+        std::fs::create_dir_all(root.join(f[5].trim_start_matches('/'))).unwrap();
+        let shell = root.join(f[6].trim_start_matches('/'));
+        if !f[6].is_empty() && !shell.exists() {
+            std::fs::create_dir_all(shell.parent().unwrap()).unwrap();
+            std::fs::write(&shell, "").unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&shell, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+    let (code, text) = shadow_check("pwck", root);
+    assert_eq!(code, 0, "baseline pwck: {text}");
+    let (code, text) = shadow_check("grpck", root);
+    assert_eq!(code, 0, "baseline grpck: {text}");
+    let subuid_before = std::fs::read_to_string(etc.join("subuid")).unwrap();
+    assert!(
+        subuid_before.contains("imgsan-alice:"),
+        "useradd wrote no subuid range"
+    );
+
+    let src = |p: &str| -> imgsan::Result<Option<Vec<u8>>> {
+        Ok(std::fs::read(root.join(p.trim_start_matches('/'))).ok())
+    };
+    let files = OwnedAccountFiles::read(&src).unwrap();
+    let facts = users::inspect(&files.borrow());
+    let humans: BTreeSet<&str> = facts.humans().map(|a| a.name.as_str()).collect();
+    assert!(humans.contains("imgsan-alice") && humans.contains("imgsan-bob"));
+    assert!(!humans.contains("imgsan-daemon") && !humans.contains("nobody"));
+
+    let out = users::sanitize(&files.borrow(), &SanitizeOptions::default());
+    for (name, bytes) in [
+        ("passwd", &out.passwd),
+        ("group", &out.group),
+        ("shadow", &out.shadow),
+        ("gshadow", &out.gshadow),
+        ("subuid", &out.subuid),
+        ("subgid", &out.subgid),
+    ] {
+        std::fs::write(etc.join(name), bytes.as_ref().unwrap()).unwrap();
+    }
+    let (code, text) = shadow_check("pwck", root);
+    assert_eq!(code, 0, "pwck after sanitize: {text}");
+    let (code, text) = shadow_check("grpck", root);
+    assert_eq!(code, 0, "grpck after sanitize: {text}");
+
+    let after = users::inspect(&OwnedAccountFiles::read(&src).unwrap().borrow());
+    assert_eq!(after.humans().count(), 0);
+    assert!(after.accounts.iter().any(|a| a.name == "imgsan-daemon"));
+    assert!(!after
+        .groups
+        .iter()
+        .any(|g| g.name == "imgsan-alice" || g.name == "imgsan-bob"));
+    let svc = after
+        .groups
+        .iter()
+        .find(|g| g.name == "imgsan-svc")
+        .unwrap();
+    assert!(svc.members.is_empty(), "{svc:?}");
+    for a in &after.accounts {
+        assert!(
+            !matches!(
+                a.password,
+                users::PasswordState::Hash(_) | users::PasswordState::LockedWithHash(_)
+            ),
+            "{}: {:?}",
+            a.name,
+            a.password
+        );
+    }
+    let shadow = String::from_utf8(out.shadow.clone().unwrap()).unwrap();
+    assert!(shadow.lines().any(|l| l.starts_with("root:*:")));
+    assert!(shadow.lines().any(|l| l.starts_with("imgsan-daemon:!:")));
+    assert!(!shadow.contains(hash));
+    // System accounts keep their passwd lines byte for byte.
+    let kept: BTreeSet<&str> = passwd_text
+        .lines()
+        .filter(|l| !humans.contains(l.split(':').next().unwrap()))
+        .collect();
+    let new_passwd = String::from_utf8(out.passwd.unwrap()).unwrap();
+    assert_eq!(new_passwd.lines().collect::<BTreeSet<_>>(), kept);
+    let subuid = std::fs::read_to_string(etc.join("subuid")).unwrap();
+    assert!(!subuid.contains("imgsan-"), "{subuid}");
+    assert!(
+        out.report.changed_files.len() >= 5,
+        "{:?}",
+        out.report.changed_files
+    );
+}
