@@ -541,3 +541,51 @@ fn account_sanitize_output_passes_pwck_and_grpck() {
         out.report.changed_files
     );
 }
+
+#[test]
+fn cloud_components_of_the_real_centos7_and_debian_package_lists() {
+    use imgsan::inspect::software;
+    let db = centos7_rpmdb();
+    let bytes = std::fs::read(db.join("Packages")).unwrap();
+    let rpmdb = rpm::decode(Backend::BerkeleyDb, &bytes, None, "Packages").unwrap();
+    let list = software::from_rpm(&rpmdb.packages);
+    let c = software::cloud_components(&list);
+    assert_eq!(c.openssh_server.as_ref().unwrap().upstream_version, "7.4p1");
+    let py: Vec<&str> = c.python.iter().map(|p| p.package.as_str()).collect();
+    assert_eq!(py, ["python"]);
+    // Two kernels installed side by side, as after one update.
+    let mut kernels: Vec<&str> = c.kernels.iter().map(|k| k.version.as_str()).collect();
+    kernels.sort();
+    assert_eq!(kernels, ["3.10.0-693.21.1.el7", "3.10.0-693.el7"]);
+    assert!(c.cloud_init.is_none());
+    let want = run(Command::new("rpm")
+        .arg("-qa")
+        .arg("--dbpath")
+        .arg(&db)
+        .args([
+            "--define",
+            "_db_backend bdb_ro",
+            "--qf",
+            "%{INSTALLTIME}\\n",
+        ]))
+    .lines()
+    .map(|l| l.parse::<i64>().unwrap())
+    .max();
+    assert_eq!(
+        software::last_update_rpm(&rpmdb.packages).map(|u| u.time),
+        want
+    );
+
+    // This Debian machine: python3 is there, and versions are dpkg's.
+    let status =
+        imgsan::inspect::dpkg::parse_status(&std::fs::read("/var/lib/dpkg/status").unwrap(), "s");
+    let list = software::from_dpkg(&status);
+    let c = software::cloud_components(&list);
+    let py3 = c
+        .python
+        .iter()
+        .find(|p| p.package == "python3")
+        .expect("python3");
+    let want = run(Command::new("dpkg-query").args(["-W", "-f", "${Version}", "python3"]));
+    assert_eq!(py3.version, want);
+}
