@@ -589,3 +589,153 @@ fn cloud_components_of_the_real_centos7_and_debian_package_lists() {
     let want = run(Command::new("dpkg-query").args(["-W", "-f", "${Version}", "python3"]));
     assert_eq!(py3.version, want);
 }
+
+/// rpm's own NDB package store writer: rpmpkg.c from the Debian source package of
+/// the installed rpm (Debian's rpm is built without the NDB backend, so no rpm
+/// binary here can write one), compiled against a small shim with
+/// tests/support/ndb_writer.c. Cached in target/.
+fn rpm_ndb_writer() -> PathBuf {
+    static ONCE: OnceLock<Mutex<()>> = OnceLock::new();
+    let _guard = ONCE.get_or_init(|| Mutex::new(())).lock().unwrap();
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("rpm-ndb");
+    let bin = cache.join("ndb_writer");
+    if bin.is_file() {
+        return bin;
+    }
+    let _ = std::fs::remove_dir_all(&cache);
+    for d in ["lists/partial", "cache/archives/partial", "sources", "src"] {
+        std::fs::create_dir_all(cache.join(d)).unwrap();
+    }
+    // Source entries mirroring the machine's binary entries, in a private apt
+    // configuration so the machine's own apt state is left alone.
+    let mut n = 0;
+    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        for e in dir.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "sources") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                let src = text.replace("Types: deb\n", "Types: deb-src\n");
+                std::fs::write(cache.join("sources").join(format!("s{n}.sources")), src).unwrap();
+                n += 1;
+            }
+        }
+    }
+    let list = std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
+    let list: String = list
+        .lines()
+        .filter(|l| l.starts_with("deb "))
+        .map(|l| format!("deb-src {}\n", &l[4..]))
+        .collect();
+    std::fs::write(cache.join("sources.list"), list).unwrap();
+    let apt = |args: &[&str]| {
+        let mut c = Command::new("apt-get");
+        for (k, v) in [
+            ("Dir::Etc::SourceList", cache.join("sources.list")),
+            ("Dir::Etc::SourceParts", cache.join("sources")),
+            ("Dir::State::Lists", cache.join("lists")),
+            ("Dir::Cache", cache.join("cache")),
+        ] {
+            c.arg("-o").arg(format!("{k}={}", v.display()));
+        }
+        c.args(["-o", "Debug::NoLocking=1", "-q"]).args(args);
+        c.current_dir(cache.join("src"));
+        c
+    };
+    run(&mut apt(&["update"]));
+    let version = run(Command::new("dpkg-query").args(["-W", "-f", "${Version}", "rpm"]));
+    run(&mut apt(&[
+        "source",
+        "--download-only",
+        &format!("rpm={version}"),
+    ]));
+    let orig = std::fs::read_dir(cache.join("src"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains(".orig.tar"))
+        .expect("rpm orig tarball");
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(&orig)
+        .arg("-C")
+        .arg(cache.join("src"))
+        .args(["--wildcards", "*/lib/backend/ndb/rpmpkg.*"]));
+    let ndb_dir = std::fs::read_dir(cache.join("src"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("lib/backend/ndb"))
+        .find(|p| p.join("rpmpkg.c").is_file())
+        .expect("rpmpkg.c in the rpm source");
+    let support = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support");
+    let tmp = cache.join("ndb_writer.partial");
+    run(Command::new("cc")
+        .args(["-O1", "-w", "-I"])
+        .arg(support.join("rpm-ndb-shim"))
+        .arg("-I")
+        .arg(&ndb_dir)
+        .arg("-o")
+        .arg(&tmp)
+        .arg(support.join("ndb_writer.c"))
+        .arg(ndb_dir.join("rpmpkg.c")));
+    std::fs::rename(&tmp, &bin).unwrap();
+    bin
+}
+
+#[test]
+fn ndb_store_written_by_rpms_code_reads_back() {
+    use std::io::Write;
+    let writer = rpm_ndb_writer();
+    // Real headers: the CentOS 7 database's blobs, keyed by rpm instance number.
+    let bytes = std::fs::read(centos7_rpmdb().join("Packages")).unwrap();
+    let pairs = rpm::bdb::read(&bytes, "Packages").unwrap().pairs;
+    let mut want: std::collections::BTreeMap<u32, Vec<u8>> = pairs
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let k = u32::from_le_bytes(k.try_into().ok()?);
+            (k != 0).then_some((k, v))
+        })
+        .collect();
+    assert!(want.len() > 250);
+    let mut input = Vec::new();
+    let put = |idx: u32, blob: &[u8], input: &mut Vec<u8>| {
+        input.extend_from_slice(&idx.to_le_bytes());
+        input.extend_from_slice(&(blob.len() as u32).to_le_bytes());
+        input.extend_from_slice(blob);
+    };
+    for (k, v) in &want {
+        put(*k, v, &mut input);
+    }
+    // Erase every seventh package (rpm then moves blobs to fill the holes) and
+    // replace one package's blob, as an upgrade does.
+    let gone: Vec<u32> = want.keys().copied().step_by(7).collect();
+    for k in &gone {
+        input.extend_from_slice(&k.to_le_bytes());
+        input.extend_from_slice(&u32::MAX.to_le_bytes());
+        want.remove(k);
+    }
+    let (&first, _) = want.iter().next().unwrap();
+    let (_, donor) = want.iter().last().map(|(k, v)| (*k, v.clone())).unwrap();
+    put(first, &donor, &mut input);
+    want.insert(first, donor);
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("Packages.db");
+    let mut child = Command::new(&writer)
+        .arg(&db)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let store = std::fs::read(&db).unwrap();
+    let got = rpm::ndb::read(&store, "Packages.db").unwrap();
+    assert!(got.warnings.is_empty(), "{:?}", got.warnings);
+    let got_map: std::collections::BTreeMap<u32, Vec<u8>> =
+        got.blobs.into_iter().map(|b| (b.pkgidx, b.data)).collect();
+    assert_eq!(got_map.len(), want.len());
+    assert!(got_map == want, "blob contents differ");
+    let decoded = rpm::decode(Backend::Ndb, &store, None, "Packages.db").unwrap();
+    assert_eq!(decoded.packages.len(), want.len());
+    assert!(decoded.warnings.is_empty());
+}
