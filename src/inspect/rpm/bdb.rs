@@ -205,8 +205,10 @@ pub fn read(bytes: &[u8], file: &str) -> Result<HashContents> {
     let meta = parse_meta(bytes)?;
     let db = Db { bytes, meta, file };
     let mut out = HashContents::default();
-    // Each hash page belongs to exactly one bucket chain; seeing one twice is a
-    // cycle (or two chains sharing pages), and either way the walk must stop.
+    // Every page belongs to at most one bucket chain or one overflow chain;
+    // seeing one twice is a cycle or two chains sharing pages. Refusing the second
+    // visit stops loops and also bounds the bytes returned by the file's size (a
+    // hostile file cannot point a thousand items at one long overflow chain).
     let mut seen = vec![false; meta.last_pgno as usize + 1];
     for bucket in 0..=meta.max_bucket {
         let bits = (u32::BITS - bucket.leading_zeros()) as usize;
@@ -230,22 +232,31 @@ impl Db<'_> {
     }
 }
 
+/// Marks a page as visited; a second visit is an error.
+fn visit(db: &Db, seen: &mut [bool], pgno: u32) -> Result<()> {
+    let slot = seen
+        .get_mut(pgno as usize)
+        .ok_or_else(|| db.corrupt_page(pgno, format!("past last page {}", db.meta.last_pgno)))?;
+    if *slot {
+        return Err(db.corrupt_page(
+            pgno,
+            "page visited twice (a cycle, or chains sharing pages)",
+        ));
+    }
+    *slot = true;
+    Ok(())
+}
+
 fn walk_bucket(db: &Db, first: u32, seen: &mut [bool], out: &mut HashContents) -> Result<()> {
     let mut pgno = first;
     loop {
-        let slot = seen.get_mut(pgno as usize).ok_or_else(|| {
-            db.corrupt_page(pgno, format!("past last page {}", db.meta.last_pgno))
-        })?;
-        if *slot {
-            return Err(db.corrupt_page(pgno, "page visited twice (cycle in the bucket chain)"));
-        }
-        *slot = true;
+        visit(db, seen, pgno)?;
         let page = db.page(pgno)?;
         let ty = page[25];
         if ty != P_HASH && ty != P_HASH_UNSORTED {
             return Err(db.corrupt_page(pgno, format!("bucket page has type {ty}")));
         }
-        read_hash_page(db, pgno, page, out)?;
+        read_hash_page(db, pgno, page, seen, out)?;
         let next = db.u32_at(page, 16).unwrap_or(0);
         if next == 0 {
             return Ok(());
@@ -254,7 +265,13 @@ fn walk_bucket(db: &Db, first: u32, seen: &mut [bool], out: &mut HashContents) -
     }
 }
 
-fn read_hash_page(db: &Db, pgno: u32, page: &[u8], out: &mut HashContents) -> Result<()> {
+fn read_hash_page(
+    db: &Db,
+    pgno: u32,
+    page: &[u8],
+    seen: &mut [bool],
+    out: &mut HashContents,
+) -> Result<()> {
     let ps = db.meta.pagesize;
     let entries = db.u16_at(page, 20).unwrap_or(0) as usize;
     let index_end = PAGE_HEADER + 2 * entries;
@@ -283,7 +300,7 @@ fn read_hash_page(db: &Db, pgno: u32, page: &[u8], out: &mut HashContents) -> Re
             }
             Ok(&page[start..end])
         };
-        let key = match item(koff, kend).and_then(|it| item_bytes(db, pgno, it)) {
+        let key = match item(koff, kend).and_then(|it| item_bytes(db, pgno, it, seen)) {
             Ok(Some(key)) => key,
             Ok(None) => continue,
             Err(e) => {
@@ -292,7 +309,7 @@ fn read_hash_page(db: &Db, pgno: u32, page: &[u8], out: &mut HashContents) -> Re
                 continue;
             }
         };
-        match item(voff, koff).and_then(|it| item_bytes(db, pgno, it)) {
+        match item(voff, koff).and_then(|it| item_bytes(db, pgno, it, seen)) {
             Ok(Some(value)) => out.pairs.push((key, value)),
             Ok(None) => {}
             Err(e) => out
@@ -305,7 +322,7 @@ fn read_hash_page(db: &Db, pgno: u32, page: &[u8], out: &mut HashContents) -> Re
 
 /// The bytes an item stands for: inline data, or the assembled overflow chain.
 /// `None` for item kinds rpm never writes (duplicates), which are skipped.
-fn item_bytes(db: &Db, pgno: u32, item: &[u8]) -> Result<Option<Vec<u8>>> {
+fn item_bytes(db: &Db, pgno: u32, item: &[u8], seen: &mut [bool]) -> Result<Option<Vec<u8>>> {
     match item[0] {
         H_KEYDATA => Ok(Some(item[1..].to_vec())),
         H_OFFPAGE => {
@@ -314,7 +331,7 @@ fn item_bytes(db: &Db, pgno: u32, item: &[u8]) -> Result<Option<Vec<u8>>> {
             }
             let first = db.u32_at(item, 4).unwrap_or(0);
             let total = db.u32_at(item, 8).unwrap_or(0);
-            read_overflow(db, first, total).map(Some)
+            read_overflow(db, first, total, seen).map(Some)
         }
         H_DUPLICATE | H_OFFDUP => Err(Error::unsupported("Berkeley DB duplicate sets")),
         other => Err(db.corrupt_page(pgno, format!("unknown hash item type {other}"))),
@@ -322,7 +339,7 @@ fn item_bytes(db: &Db, pgno: u32, item: &[u8]) -> Result<Option<Vec<u8>>> {
 }
 
 /// Follows an overflow chain and returns its `total` bytes.
-fn read_overflow(db: &Db, first: u32, total: u32) -> Result<Vec<u8>> {
+fn read_overflow(db: &Db, first: u32, total: u32, seen: &mut [bool]) -> Result<Vec<u8>> {
     let total = total as usize;
     if total == 0 || total > db.bytes.len() {
         return Err(db.corrupt_page(first, format!("overflow length {total} out of range")));
@@ -333,6 +350,7 @@ fn read_overflow(db: &Db, first: u32, total: u32) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(total);
     let mut pgno = first;
     for _ in 0..max_pages {
+        visit(db, seen, pgno)?;
         let page = db.page(pgno)?;
         if page[25] != P_OVERFLOW {
             return Err(db.corrupt_page(pgno, format!("overflow page has type {}", page[25])));
@@ -506,6 +524,28 @@ mod tests {
         let got = read(&db, "x").unwrap();
         assert_eq!(got.pairs.len(), 2);
         assert_eq!(got.warnings.len(), 1, "{:?}", got.warnings);
+    }
+
+    #[test]
+    fn items_sharing_an_overflow_chain_are_refused() {
+        // Point pair 3's value at pair 2's overflow chain: an amplification attack
+        // on a reader that copies each chain per reference.
+        let mut pairs = pairs();
+        pairs[2].1 = vec![9u8; 3000];
+        let mut db = build(&pairs, 512, false);
+        // Pair 3 (bucket page 3) value item: find its H_OFFPAGE item and retarget.
+        let page3 = 3 * 512;
+        let voff = u16::from_le_bytes([db[page3 + 28], db[page3 + 29]]) as usize;
+        assert_eq!(db[page3 + voff], H_OFFPAGE);
+        db[page3 + voff + 4..page3 + voff + 8].copy_from_slice(&4u32.to_le_bytes());
+        db[page3 + voff + 8..page3 + voff + 12].copy_from_slice(&3000u32.to_le_bytes());
+        let got = read(&db, "x").unwrap();
+        assert_eq!(got.pairs.len(), 2);
+        assert!(
+            got.warnings[0].message.contains("visited twice"),
+            "{:?}",
+            got.warnings
+        );
     }
 
     #[test]

@@ -104,6 +104,9 @@ pub fn read(bytes: &[u8], file: &str) -> Result<NdbContents> {
     let min_blkoff = slot_area / BLK_SIZE;
 
     let mut out = NdbContents::default();
+    // Valid blobs never overlap, so together they fit in the file; a hostile
+    // store pointing many slots at one large blob is cut off here.
+    let mut total = 0usize;
     for at in (PKGDB_HEADER_SIZE..slot_area).step_by(SLOT_SIZE) {
         if field(at) != SLOT_MAGIC {
             return Err(Error::corrupt(
@@ -131,8 +134,17 @@ pub fn read(bytes: &[u8], file: &str) -> Result<NdbContents> {
             )));
             continue;
         }
+        if total + blkcnt * BLK_SIZE > bytes.len() {
+            out.warnings.push(warn(
+                "blobs add up to more than the file: slots share blocks".to_string(),
+            ));
+            continue;
+        }
         match read_blob(bytes, pkgidx, blkoff, blkcnt) {
-            Ok(data) => out.blobs.push(Blob { pkgidx, data }),
+            Ok(data) => {
+                total += blkcnt * BLK_SIZE;
+                out.blobs.push(Blob { pkgidx, data })
+            }
             Err(e) => out.warnings.push(warn(e.to_string())),
         }
     }
@@ -298,6 +310,26 @@ mod tests {
         let got = read(&db, "x").unwrap();
         assert_eq!(got.blobs.len(), 2);
         assert_eq!(got.warnings.len(), 1);
+    }
+
+    #[test]
+    fn slots_sharing_one_blob_cannot_multiply_it() {
+        let big = vec![0x5a; 20_000];
+        let mut db = build(&[(1, big)]);
+        // Copy slot 0 into the next 200 slots, all naming package 1's blocks.
+        let slot0: Vec<u8> = db[PKGDB_HEADER_SIZE..PKGDB_HEADER_SIZE + SLOT_SIZE].to_vec();
+        for i in 1..=200 {
+            let at = PKGDB_HEADER_SIZE + i * SLOT_SIZE;
+            db[at..at + SLOT_SIZE].copy_from_slice(&slot0);
+        }
+        let got = read(&db, "x").unwrap();
+        let bytes: usize = got.blobs.iter().map(|b| b.data.len()).sum();
+        assert!(
+            bytes <= db.len(),
+            "{bytes} bytes from a {}-byte file",
+            db.len()
+        );
+        assert!(!got.warnings.is_empty());
     }
 
     #[test]

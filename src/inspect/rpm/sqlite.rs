@@ -64,41 +64,56 @@ pub fn read(db: &[u8], wal: Option<&[u8]>, file: &str) -> Result<SqliteContents>
         return Err(Error::NotThisFormat { format: STRUCTURE });
     }
     let mut warnings = Vec::new();
-    let mut image = db.to_vec();
+    // The log's committed pages go into a copy; without a log the guest's bytes
+    // are handed to SQLite as they are (it copies them once more itself).
+    let mut replayed: Option<Vec<u8>> = None;
     if let Some(wal) = wal.filter(|w| !w.is_empty()) {
+        let mut image = db.to_vec();
         match apply_wal(&mut image, wal) {
             Ok(0) => {}
-            Ok(n) => warnings.push(Warning::in_file(
-                file,
-                format!("applied {n} committed frames from the write-ahead log (captured while rpm was running?)"),
-            )),
+            Ok(n) => {
+                warnings.push(Warning::in_file(
+                    file,
+                    format!("applied {n} committed frames from the write-ahead log (captured while rpm was running?)"),
+                ));
+                replayed = Some(image);
+            }
             Err(e) => warnings.push(Warning::in_file(
                 file,
                 format!("write-ahead log ignored: {e}"),
             )),
         }
     }
-    // Bytes 18 and 19 (read and write format versions) are 2 for WAL mode. An
-    // in-memory database cannot be in WAL mode, and the log is already applied, so
-    // present the image as a rollback-journal database.
-    if image.len() >= 20 {
-        image[18] = 1;
-        image[19] = 1;
-    }
-    let blobs =
-        query(&image).map_err(|e| Error::corrupt(STRUCTURE, Location::Whole, format!("{e}")))?;
+    let image = replayed.as_deref().unwrap_or(db);
+    let blobs = query(image)?;
     Ok(SqliteContents { blobs, warnings })
 }
 
-fn query(image: &[u8]) -> rusqlite::Result<Vec<(i64, Vec<u8>)>> {
+fn query(image: &[u8]) -> Result<Vec<(i64, Vec<u8>)>> {
+    let sql =
+        |e: rusqlite::Error| Error::corrupt(STRUCTURE, Location::Whole, format!("sqlite: {e}"));
+    let corrupt = |d: &str| Error::corrupt(STRUCTURE, Location::Whole, d.to_string());
+    // Bytes 18 and 19 (read and write format versions) are 2 in WAL mode. An
+    // in-memory database cannot be in WAL mode, and the log is already applied, so
+    // present the image as a rollback-journal database.
+    let head_len = image.len().min(100);
+    let mut head = image[..head_len].to_vec();
+    if head.len() >= 20 {
+        head[18] = 1;
+        head[19] = 1;
+    }
+    let reader = std::io::Read::chain(head.as_slice(), &image[head_len..]);
     let mut conn = Connection::open_with_flags(
         ":memory:",
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.deserialize_read_exact(rusqlite::MAIN_DB, image, image.len(), true)?;
+    )
+    .map_err(sql)?;
+    conn.deserialize_read_exact(rusqlite::MAIN_DB, reader, image.len(), true)
+        .map_err(sql)?;
     // Do not run anything the guest's schema defines (views, triggers, functions in
     // defaults) and check cell sizes on every read.
-    conn.execute_batch("PRAGMA trusted_schema = OFF; PRAGMA cell_size_check = ON;")?;
+    conn.execute_batch("PRAGMA trusted_schema = OFF; PRAGMA cell_size_check = ON;")
+        .map_err(sql)?;
     // A hostile file could make `Packages` a view with an endless recursive query;
     // insist on a plain table, and bound the work anyway.
     let kind: Option<String> = conn
@@ -109,7 +124,7 @@ fn query(image: &[u8]) -> rusqlite::Result<Vec<(i64, Vec<u8>)>> {
         )
         .ok();
     if kind.as_deref() != Some("table") {
-        return Err(rusqlite::Error::InvalidQuery);
+        return Err(corrupt("no Packages table (missing, or not a plain table)"));
     }
     // One progress callback per 1000 VM instructions; a scan of a table needs a
     // few per row and a row per page at least, so this is generous.
@@ -121,10 +136,26 @@ fn query(image: &[u8]) -> rusqlite::Result<Vec<(i64, Vec<u8>)>> {
             calls += 1;
             calls > budget
         }),
-    )?;
-    let mut stmt = conn.prepare("SELECT hnum, blob FROM Packages ORDER BY hnum")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
-    rows.collect()
+    )
+    .map_err(sql)?;
+    let mut stmt = conn
+        .prepare("SELECT hnum, blob FROM Packages ORDER BY hnum")
+        .map_err(sql)?;
+    let mut rows = stmt.query([]).map_err(sql)?;
+    let mut out = Vec::new();
+    // Rows of a sound database fit in its file; a damaged one whose rows share
+    // overflow pages could otherwise multiply the memory it costs.
+    let mut total = 0usize;
+    while let Some(row) = rows.next().map_err(sql)? {
+        let hnum: i64 = row.get(0).map_err(sql)?;
+        let blob: Vec<u8> = row.get(1).map_err(sql)?;
+        total = total.saturating_add(blob.len());
+        if total > image.len() {
+            return Err(corrupt("rows add up to more than the file (shared pages)"));
+        }
+        out.push((hnum, blob));
+    }
+    Ok(out)
 }
 
 /// Applies the committed frames of a write-ahead log to `db` and returns how many
