@@ -786,3 +786,76 @@ fn berkeley_db_written_by_db_load_in_other_layouts_reads_the_same() {
     let e = rpm::bdb::read(&std::fs::read(&out).unwrap(), "Packages").unwrap_err();
     assert_eq!(e.kind(), imgsan::ErrorKind::Unsupported, "{e}");
 }
+
+/// A package built by rpmbuild and installed by rpm (database only) into a fresh
+/// SQLite rpmdb: the headers a current rpm writes, with an epoch, a vendor and the
+/// install-time tags rpm adds outside the signed region.
+#[test]
+fn package_built_and_installed_by_rpm_decodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let top = dir.path().join("build");
+    std::fs::create_dir_all(top.join("SPECS")).unwrap();
+    let spec = top.join("SPECS/imgsan-probe.spec");
+    std::fs::write(
+        &spec,
+        "Name: imgsan-probe\nVersion: 1.2.3\nRelease: 4.test\nEpoch: 7\nSummary: imgsan test package\nLicense: MIT\nVendor: imgsan tests\nBuildArch: noarch\n\n%description\nA package with one file.\n\n%install\nmkdir -p %{buildroot}/opt/imgsan-probe\necho hello > %{buildroot}/opt/imgsan-probe/hello\n\n%files\n/opt/imgsan-probe/hello\n",
+    )
+    .unwrap();
+    run(Command::new("rpmbuild")
+        .arg("-bb")
+        .arg("--define")
+        .arg(format!("_topdir {}", top.display()))
+        .arg(&spec));
+    let rpmfile = top.join("RPMS/noarch/imgsan-probe-1.2.3-4.test.noarch.rpm");
+    assert!(rpmfile.is_file());
+    let dbdir = dir.path().join("db");
+    std::fs::create_dir(&dbdir).unwrap();
+    let db_args = |c: &mut Command| {
+        c.arg("--dbpath")
+            .arg(&dbdir)
+            .args(["--define", "_db_backend sqlite"]);
+    };
+    let mut init = Command::new("rpmdb");
+    init.arg("--initdb");
+    db_args(&mut init);
+    run(&mut init);
+    let clock = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let before = clock();
+    let mut install = Command::new("rpm");
+    install.args(["-i", "--justdb", "--nodeps", "--nosignature"]);
+    db_args(&mut install);
+    install.arg(&rpmfile);
+    run(&mut install);
+    let after = clock();
+
+    let bytes = std::fs::read(dbdir.join("rpmdb.sqlite")).unwrap();
+    let wal = std::fs::read(dbdir.join("rpmdb.sqlite-wal")).ok();
+    let got = rpm::decode(Backend::Sqlite, &bytes, wal.as_deref(), "rpmdb.sqlite").unwrap();
+    assert!(got.warnings.is_empty(), "{:?}", got.warnings);
+    assert_eq!(ours(&got.packages), rpm_qa(&dbdir, "sqlite"));
+    let p = got
+        .packages
+        .iter()
+        .find(|p| p.name == "imgsan-probe")
+        .expect("the installed package");
+    assert_eq!(p.epoch, Some(7));
+    assert_eq!(
+        (p.version.as_str(), p.release.as_str()),
+        ("1.2.3", "4.test")
+    );
+    assert_eq!(p.arch.as_deref(), Some("noarch"));
+    assert_eq!(p.vendor.as_deref(), Some("imgsan tests"));
+    assert_eq!(p.summary.as_deref(), Some("imgsan test package"));
+    assert_eq!(p.size, Some(6));
+    // rpm stamps the install with the clock of the install.
+    let t = u64::from(p.install_time.unwrap());
+    assert!(
+        (before..=after).contains(&t),
+        "install time {t} not in {before}..={after}"
+    );
+}
