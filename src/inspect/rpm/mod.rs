@@ -119,10 +119,12 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// Finds and decodes the guest's RPM database. `Ok(None)` when no database file
-/// exists in any of [`RPMDB_DIRS`].
+/// exists in any of [`RPMDB_DIRS`]. The newest backend wins across both
+/// directories: after a conversion, a stale `Packages` may be left behind, never
+/// a stale `rpmdb.sqlite`.
 pub fn read_guest(src: &dyn FileSource) -> Result<Option<RpmDb>> {
-    for dir in RPMDB_DIRS {
-        for backend in [Backend::Sqlite, Backend::Ndb, Backend::BerkeleyDb] {
+    for backend in [Backend::Sqlite, Backend::Ndb, Backend::BerkeleyDb] {
+        for dir in RPMDB_DIRS {
             let path = format!("{dir}/{}", backend.file_name());
             let Some(bytes) = src.read(&path)? else {
                 continue;
@@ -193,6 +195,22 @@ mod tests {
         let got = read_guest(&src).unwrap().unwrap();
         assert_eq!(got.backend, Backend::Ndb);
         assert_eq!(got.packages[0].name, "zypper");
+    }
+
+    #[test]
+    fn a_newer_backend_wins_over_a_stale_packages_file() {
+        let stale = bdb::build(
+            &[(1u32.to_le_bytes().to_vec(), header::sample("old", "1", 1))],
+            4096,
+            false,
+        );
+        let ndb = ndb::build(&[(1, header::sample("new", "2", 2))]);
+        let src = MapSource::new()
+            .with("/var/lib/rpm/Packages", stale)
+            .with("/usr/lib/sysimage/rpm/Packages.db", ndb);
+        let got = read_guest(&src).unwrap().unwrap();
+        assert_eq!(got.path, "/usr/lib/sysimage/rpm/Packages.db");
+        assert_eq!(got.packages[0].name, "new");
     }
 
     #[test]
