@@ -859,3 +859,49 @@ fn package_built_and_installed_by_rpm_decodes() {
         "install time {t} not in {before}..={after}"
     );
 }
+
+/// Everything a guest layer would call, through one FileSource, serialized to
+/// JSON together: the shape `imgsan inspect --json` can build on.
+#[test]
+fn one_file_source_feeds_every_parser_and_the_result_is_json() {
+    use imgsan::inspect::{dpkg, fstab, os, users};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let guest = fixture_guest("ubuntu-22.04")
+        .with(
+            dpkg::STATUS_PATH,
+            std::fs::read(root.join("fixtures/dpkg/status")).unwrap(),
+        )
+        .with(
+            fstab::FSTAB_PATH,
+            std::fs::read(root.join("fixtures/fstab/cloud-image.fstab")).unwrap(),
+        )
+        .with(
+            users::PASSWD,
+            "root:x:0:0:root:/root:/bin/bash\nubuntu:x:1000:1000::/home/ubuntu:/bin/bash\n",
+        )
+        .with(
+            users::SHADOW,
+            "root:*:19000:0:99999:7:::\nubuntu:$6$s$h:19000:0:99999:7:::\n",
+        );
+    let os = os::identify_guest(&guest).unwrap().unwrap();
+    let status = dpkg::read_guest(&guest).unwrap().unwrap();
+    let fstab = fstab::read_guest(&guest).unwrap().unwrap();
+    let accounts = users::inspect(&users::OwnedAccountFiles::read(&guest).unwrap().borrow());
+    assert!(rpm::read_guest(&guest).unwrap().is_none());
+    let json = serde_json::json!({
+        "os": os,
+        "packages": imgsan::inspect::software::from_dpkg(&status),
+        "fstab": fstab,
+        "users": accounts,
+    });
+    let text = serde_json::to_string(&json).unwrap();
+    assert!(
+        !text.contains("$6$s$h"),
+        "a password hash leaked into the facts"
+    );
+    assert_eq!(json["os"]["family"], "debian");
+    assert_eq!(json["packages"][2]["name"], "openssh-client");
+    assert_eq!(json["fstab"]["lines"][3]["source"]["kind"], "uuid");
+    assert_eq!(json["users"]["accounts"][1]["human"], true);
+    assert_eq!(json["users"]["accounts"][1]["password"]["state"], "hash");
+}

@@ -6,7 +6,20 @@
 //! Lenient: a malformed line or stanza becomes a warning with its line number and
 //! the rest still counts. Knows nothing about which packages matter to a policy.
 
-use crate::inspect::Warning;
+use crate::inspect::{FileSource, Warning};
+use crate::Result;
+
+/// Where dpkg keeps its database.
+pub const STATUS_PATH: &str = "/var/lib/dpkg/status";
+/// dpkg's log and its first (uncompressed) rotation.
+pub const LOG_PATHS: [&str; 2] = ["/var/log/dpkg.log", "/var/log/dpkg.log.1"];
+
+/// Reads and parses the guest's status file; `Ok(None)` when dpkg is not there.
+pub fn read_guest(src: &dyn FileSource) -> Result<Option<DpkgStatus>> {
+    Ok(src
+        .read(STATUS_PATH)?
+        .map(|b| parse_status(&b, STATUS_PATH)))
+}
 
 /// The three words of a `Status:` field: what the admin wants, an error flag, and
 /// the package's current state (dpkg-query(1), "Package states").

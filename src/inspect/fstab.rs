@@ -10,7 +10,15 @@
 //! It does not resolve anything: whether a UUID exists in the image is the guest
 //! layer's question.
 
-use crate::inspect::{join_lines, split_lines, RawLine, Warning};
+use crate::inspect::{join_lines, split_lines, FileSource, RawLine, Warning};
+use crate::Result;
+
+pub const FSTAB_PATH: &str = "/etc/fstab";
+
+/// Reads and parses the guest's /etc/fstab; `Ok(None)` when it has none.
+pub fn read_guest(src: &dyn FileSource) -> Result<Option<Fstab>> {
+    Ok(src.read(FSTAB_PATH)?.map(|b| parse(&b, FSTAB_PATH)))
+}
 
 /// How an entry's first field names what to mount.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
