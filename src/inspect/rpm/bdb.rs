@@ -380,7 +380,7 @@ fn read_overflow(db: &Db, first: u32, total: u32, seen: &mut [bool]) -> Result<V
 }
 
 /// Test helper: writes a small little- or big-endian hash database, one bucket per
-/// pair, with values longer than `inline_max` on overflow pages. It documents the
+/// pair, with values longer than a quarter page on overflow pages. It documents the
 /// layout the reader expects; the real-data tests use files written by Berkeley DB.
 #[cfg(test)]
 pub(crate) fn build(pairs: &[(Vec<u8>, Vec<u8>)], pagesize: usize, big_endian: bool) -> Vec<u8> {

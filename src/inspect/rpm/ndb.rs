@@ -199,8 +199,8 @@ fn read_blob(bytes: &[u8], pkgidx: u32, blkoff: usize, blkcnt: usize) -> Result<
 }
 
 /// Test helper: writes a package store holding `blobs` (package index, bytes) the
-/// way rpm lays one out. The reader is checked against it; see the module comment
-/// for why no rpm tool on the test machine can write NDB.
+/// way rpm lays one out, for the unit tests' damage cases. The integration tests
+/// check the reader against stores written by rpm's own rpmpkg.c instead.
 #[cfg(test)]
 pub(crate) fn build(blobs: &[(u32, Vec<u8>)]) -> Vec<u8> {
     let nslots = blobs.len() + PKGDB_HEADER_SIZE / SLOT_SIZE;
