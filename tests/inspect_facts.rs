@@ -1,12 +1,19 @@
 //! Guest facts parsers against real data and real tools:
 //! - a CentOS 7 rpmdb (Berkeley DB) shipped in the test data of the `dcrpm` sdist on
 //!   PyPI (GPL-2, so fetched at test time into target/, never committed), decoded by
-//!   imgsan and by rpm's own reader (`rpm -qa` with the bdb_ro backend);
-//! - the same packages imported by rpm into an SQLite rpmdb;
+//!   imgsan and by rpm's own reader (`rpm -qa` with the bdb_ro backend), and
+//!   rewritten by Berkeley DB's db_load in the other byte order and page sizes;
+//! - the same packages imported by rpm into an SQLite rpmdb, and a package built
+//!   by rpmbuild and installed by rpm;
+//! - NDB stores written by rpm's own rpmpkg.c, compiled from Debian's rpm source
+//!   package (Debian's rpm binary has no NDB backend);
 //! - real os-release files (fixtures/os-release/);
 //! - this machine's dpkg status file, checked against `dpkg-query`;
-//! - account files edited by shadow's own `useradd`/`groupadd`, then sanitized and
-//!   checked by shadow's `pwck`/`grpck`.
+//! - an fstab checked against util-linux's `findmnt --fstab`;
+//! - account files edited by shadow's own `useradd`/`groupadd`/`usermod`, then
+//!   sanitized and checked by shadow's `pwck`/`grpck`.
+//!
+//! Needs root (useradd --prefix, pwck --root) and the tools .ci/setup.sh installs.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
