@@ -3,6 +3,7 @@
 //!   PyPI (GPL-2, so fetched at test time into target/, never committed), decoded by
 //!   imgsan and by rpm's own reader (`rpm -qa` with the bdb_ro backend), and
 //!   rewritten by Berkeley DB's db_load in the other byte order and page sizes;
+//!   the CentOS 6, CentOS 8 and Fedora databases of the same sdist too;
 //! - the same packages imported by rpm into an SQLite rpmdb, and a package built
 //!   by rpmbuild and installed by rpm;
 //! - NDB stores written by rpm's own rpmpkg.c, compiled from Debian's rpm source
@@ -35,13 +36,14 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
-/// The directory holding the CentOS 7 rpmdb from dcrpm's test data, downloaded and
-/// unpacked once into target/ (reruns reuse it).
-fn centos7_rpmdb() -> PathBuf {
+/// The directory holding one of the rpmdbs in dcrpm's test data (centos6,
+/// centos7, centos8, fedora26, fedora31), downloaded and unpacked once into
+/// target/ (reruns reuse it).
+fn dcrpm_rpmdb(name: &str) -> PathBuf {
     static ONCE: OnceLock<Mutex<()>> = OnceLock::new();
     let _guard = ONCE.get_or_init(|| Mutex::new(())).lock().unwrap();
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dcrpm");
-    let db = cache.join("centos7").join("rpm");
+    let db = cache.join(name).join("rpm");
     if db.join("Packages").is_file() {
         return db;
     }
@@ -54,14 +56,14 @@ fn centos7_rpmdb() -> PathBuf {
             .arg("-d")
             .arg(&cache));
     }
-    let inner = format!("dcrpm-{DCRPM_VERSION}/tests/rpmdbs/rpmdb_centos7.tar.gz");
+    let inner = format!("dcrpm-{DCRPM_VERSION}/tests/rpmdbs/rpmdb_{name}.tar.gz");
     run(Command::new("tar")
         .arg("-xzf")
         .arg(&sdist)
         .arg("-C")
         .arg(&cache)
         .arg(&inner));
-    let staging = cache.join("centos7.partial");
+    let staging = cache.join(format!("{name}.partial"));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).unwrap();
     run(Command::new("tar")
@@ -69,9 +71,13 @@ fn centos7_rpmdb() -> PathBuf {
         .arg(cache.join(&inner))
         .arg("-C")
         .arg(&staging));
-    std::fs::rename(&staging, cache.join("centos7")).unwrap();
+    std::fs::rename(&staging, cache.join(name)).unwrap();
     assert!(db.join("Packages").is_file());
     db
+}
+
+fn centos7_rpmdb() -> PathBuf {
+    dcrpm_rpmdb("centos7")
 }
 
 /// What rpm itself says is in a database: one line per package.
@@ -105,6 +111,20 @@ fn ours(packages: &[rpm::Package]) -> BTreeSet<String> {
             )
         })
         .collect()
+}
+
+#[test]
+fn other_real_berkeley_dbs_match_rpm() {
+    // CentOS 6 (Berkeley DB 4.7), CentOS 8 and two Fedoras (Berkeley DB 5.3).
+    for name in ["centos6", "centos8", "fedora26", "fedora31"] {
+        let db = dcrpm_rpmdb(name);
+        let bytes = std::fs::read(db.join("Packages")).unwrap();
+        let got = rpm::decode(Backend::BerkeleyDb, &bytes, None, "Packages").unwrap();
+        assert!(got.warnings.is_empty(), "{name}: {:?}", got.warnings);
+        let want = rpm_qa(&db, "bdb_ro");
+        assert!(want.len() > 200, "{name}: rpm saw {}", want.len());
+        assert_eq!(ours(&got.packages), want, "{name}");
+    }
 }
 
 #[test]
