@@ -26,6 +26,20 @@ pub const SUBUID: &str = "/etc/subuid";
 pub const SUBGID: &str = "/etc/subgid";
 pub const LOGIN_DEFS: &str = "/etc/login.defs";
 
+/// Files that keep copies of account data the sanitize transform removes: the
+/// shadow tools' backups (previous versions, with old hashes and removed users)
+/// and pam_unix's password history. The rule set should delete them; this module
+/// does not rewrite them.
+pub const STALE_COPIES: [&str; 7] = [
+    "/etc/passwd-",
+    "/etc/group-",
+    "/etc/shadow-",
+    "/etc/gshadow-",
+    "/etc/subuid-",
+    "/etc/subgid-",
+    "/etc/security/opasswd",
+];
+
 /// The account files as read from the guest (`None` when absent).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AccountFiles<'a> {
