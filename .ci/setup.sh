@@ -15,6 +15,15 @@ have xmllint       || need_pkgs+=(libxml2-utils)
 have mkfs.vfat     || need_pkgs+=(dosfstools)
 have zstd          || need_pkgs+=(zstd)
 have rpm           || need_pkgs+=(rpm)
+# Guest facts tests: rpm's NDB writer is compiled from Debian's rpm source (cc,
+# xz); dcrpm's CentOS 7 rpmdb comes from PyPI (pip); findmnt, pwck/grpck,
+# db_load and dpkg-query are oracles.
+have cc            || need_pkgs+=(gcc)
+have xz            || need_pkgs+=(xz-utils)
+python3 -m pip --version >/dev/null 2>&1 || need_pkgs+=(python3-pip)
+have findmnt       || need_pkgs+=(util-linux)
+have pwck          || need_pkgs+=(passwd)
+have db_load       || need_pkgs+=(db-util)
 have pvcreate      || need_pkgs+=(lvm2)
 have clang         || need_pkgs+=(clang)
 have /usr/bin/time || need_pkgs+=(time)
