@@ -149,9 +149,26 @@ impl<'a> Namespace<'a> {
             if !tree.node(cur.node).is_dir() {
                 return Err(not_found(path, "not a directory"));
             }
-            let next = tree
-                .lookup(cur.node, &comp)
-                .ok_or_else(|| not_found(path, "no such file or directory"))?;
+            let Some(next) = tree.lookup(cur.node, &comp) else {
+                // A mount whose mount point directory is missing in the parent
+                // (an image made without it) is still reachable by its path.
+                let mut child_path = cur_path.clone();
+                if child_path.len() > 1 {
+                    child_path.push(b'/');
+                }
+                child_path.extend_from_slice(&comp);
+                match self.mounts.get(&child_path) {
+                    Some(&vol) => {
+                        stack.push((cur, std::mem::replace(&mut cur_path, child_path)));
+                        cur = Pos {
+                            vol,
+                            node: self.tree(vol).root,
+                        };
+                        continue;
+                    }
+                    None => return Err(not_found(path, "no such file or directory")),
+                }
+            };
             let last = todo.is_empty();
             if let Kind::Symlink(target) = &tree.node(next).kind {
                 if !last || follow_last {
