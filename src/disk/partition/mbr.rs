@@ -405,6 +405,8 @@ fn check_mbr_overlaps(parts: &[Partition], sector_size: u32) -> Result<()> {
 
 /// Rewrite the table for a disk of `new_sectors` sectors, with new sizes (in
 /// sectors) for the partitions `new_sizes` names by index. Starts never move.
+/// Returns sector 0 and every EBR, each a 512-byte record to place at the start of
+/// its sector.
 pub fn rewrite(
     layout: &MbrLayout,
     parts: &[Partition],
@@ -566,22 +568,19 @@ pub fn rewrite(
         detail: e.to_string(),
     })?;
 
-    let mut out = Vec::new();
-    if sector0 != layout.sector0 {
-        out.push(TableWrite {
-            offset: 0,
-            bytes: sector0.to_vec(),
-            what: "MBR",
-        });
-    }
+    // Every record, changed or not: the caller then needs no knowledge of which
+    // source sectors are table structures beyond `Table::regions`.
+    let mut out = vec![TableWrite {
+        offset: 0,
+        bytes: sector0.to_vec(),
+        what: "MBR",
+    }];
     for (new, old) in ebrs.iter().zip(&layout.ebrs) {
-        if *new != old.record {
-            out.push(TableWrite {
-                offset: old.lba * ss,
-                bytes: new.to_vec(),
-                what: "EBR",
-            });
-        }
+        out.push(TableWrite {
+            offset: old.lba * ss,
+            bytes: new.to_vec(),
+            what: "EBR",
+        });
     }
     Ok(out)
 }
