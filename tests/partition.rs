@@ -701,6 +701,49 @@ fn gpt_grow_keeps_partitions_and_verifies() {
 }
 
 #[test]
+fn an_enlarged_image_is_read_and_its_table_moved_to_the_new_end() {
+    // `qemu-img resize` or `truncate` grows an image without moving the backup
+    // GPT: it stays in the middle of the disk until a tool rewrites it.
+    let dir = tempfile::tempdir().unwrap();
+    let p = gpt_image(dir.path(), "g.img", 16 * MIB, None);
+    let before = read(&p);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(24 * MIB)
+        .unwrap();
+    let t = read(&p);
+    assert_eq!(t.partitions, before.partitions);
+    assert!(!t.used_backup);
+    assert!(
+        t.warnings.iter().any(|w| w.contains("resized")),
+        "{:?}",
+        t.warnings
+    );
+    // The backup the table knows about is where it really is.
+    let old_last = 16 * MIB / 512 - 1;
+    assert!(t
+        .regions()
+        .iter()
+        .any(|r| r.what == "backup GPT header" && r.offset == old_last * 512));
+    assert_agrees_with_sfdisk(&t, &p);
+
+    let raw = std::fs::read(&p).unwrap();
+    let writes = t.rewrite(24 * MIB, &[]).unwrap();
+    let out = apply(&raw, &t, 24 * MIB, &writes);
+    let outp = dir.path().join("fixed.img");
+    std::fs::write(&outp, &out).unwrap();
+    let v = tool("sgdisk", &["-v", s(&outp)], None);
+    assert!(v.contains("No problems found"), "{v}");
+    let t2 = read(&outp);
+    assert!(t2.warnings.is_empty(), "{:?}", t2.warnings);
+    assert_eq!(t2.partitions, t.partitions);
+    // The stale backup was blanked, not left in the middle of the disk.
+    assert!(out[old_last as usize * 512..][..8].iter().all(|&b| b == 0));
+}
+
+#[test]
 fn gpt_rewrite_refuses_what_does_not_fit() {
     let dir = tempfile::tempdir().unwrap();
     let src = gpt_image(dir.path(), "src.img", 64 * MIB, None);
@@ -821,6 +864,11 @@ fn mbr_rewrite_refuses_what_does_not_fit() {
     assert!(matches!(
         t.rewrite(p7.start + MIB, &[]),
         Err(RewriteError::PastEnd { index: 7, .. })
+    ));
+    // No disk left for sector 0 and the EBRs.
+    assert!(matches!(
+        t.rewrite(0, &[]),
+        Err(RewriteError::DiskTooSmall { .. })
     ));
     // Logical 5 growing into logical 6's EBR and data.
     let p5 = t.partition(5).unwrap().len;

@@ -199,6 +199,8 @@ pub struct GptLayout {
     pub sector0: Option<[u8; RECORD]>,
     /// The disk size in logical sectors when read.
     pub disk_sectors: u64,
+    /// Where the other copy is (header LBA, entry array LBA), when it could be read.
+    pub other_copy: Option<(u64, u64)>,
 }
 
 /// How an attempt to use one header failed.
@@ -367,6 +369,7 @@ pub fn read(
     }
     let last_lba = disk_sectors - 1;
 
+    let mut other_copy = None;
     let (header, entries, used_backup, primary_entry_lba) = match load(disk, 1, ss, disk_sectors) {
         Ok((h, e)) => {
             if h.alternate_lba != last_lba {
@@ -383,6 +386,7 @@ pub fn read(
             };
             match load(disk, backup_lba, ss, disk_sectors) {
                 Ok((b, _)) => {
+                    other_copy = Some((backup_lba, b.partition_entry_lba));
                     if b.disk_guid != h.disk_guid
                         || b.partition_entry_array_crc32 != h.partition_entry_array_crc32
                     {
@@ -429,6 +433,7 @@ pub fn read(
                     ));
                     // The primary array's place cannot be trusted from a damaged
                     // header; LBA 2 is where every tool puts it.
+                    other_copy = Some((1, 2));
                     (h, e, true, 2)
                 }
                 None => {
@@ -518,6 +523,7 @@ pub fn read(
             entries,
             sector0: sector0.copied(),
             disk_sectors,
+            other_copy,
         },
         parts,
     ))

@@ -414,6 +414,13 @@ pub fn rewrite(
     new_sizes: &[(u32, u64)],
 ) -> Result<Vec<TableWrite>, RewriteError> {
     let ss = u64::from(layout.sector_size);
+    // Sector 0 and every EBR must stay on the disk, partition or not.
+    let last_record = layout.ebrs.iter().map(|e| e.lba).max().unwrap_or(0);
+    if new_sectors <= last_record {
+        return Err(RewriteError::DiskTooSmall {
+            sectors: new_sectors,
+        });
+    }
     let size_of = |index: u32, old: u64| -> u64 {
         new_sizes
             .iter()

@@ -353,36 +353,35 @@ impl Table {
                     len: ss,
                     what: "protective MBR",
                 });
-                v.push(Region {
-                    offset: ss,
-                    len: ss,
-                    what: "primary GPT header",
-                });
-                v.push(Region {
-                    offset: g.primary_entry_lba * ss,
-                    len: array,
-                    what: "primary GPT entry array",
-                });
-                let (bh, ba) = if g.used_backup {
-                    (g.header.my_lba, g.header.partition_entry_lba)
+                // The copy that was used is known exactly; the other one is where
+                // it was found, or where tools put it when it was unreadable (the
+                // end of the disk), so that a damaged copy is not carried over.
+                let last = g.disk_sectors - 1;
+                let conventional_backup = (last, last.saturating_sub(array / ss));
+                let (primary, backup) = if g.used_backup {
+                    (
+                        g.other_copy.unwrap_or((1, g.primary_entry_lba)),
+                        (g.header.my_lba, g.header.partition_entry_lba),
+                    )
                 } else {
-                    let bh = if g.header.alternate_lba < g.disk_sectors {
-                        g.header.alternate_lba
-                    } else {
-                        g.disk_sectors - 1
-                    };
-                    (bh, bh.saturating_sub(array / ss))
+                    (
+                        (1, g.header.partition_entry_lba),
+                        g.other_copy.unwrap_or(conventional_backup),
+                    )
                 };
-                v.push(Region {
-                    offset: ba * ss,
-                    len: array,
-                    what: "backup GPT entry array",
-                });
-                v.push(Region {
-                    offset: bh * ss,
-                    len: ss,
-                    what: "backup GPT header",
-                });
+                let structures = [
+                    (primary.0, ss, "primary GPT header"),
+                    (primary.1, array, "primary GPT entry array"),
+                    (backup.1, array, "backup GPT entry array"),
+                    (backup.0, ss, "backup GPT header"),
+                ];
+                for (lba, len, what) in structures {
+                    v.push(Region {
+                        offset: lba * ss,
+                        len,
+                        what,
+                    });
+                }
             }
         }
         v
