@@ -250,7 +250,7 @@ fn recreated_swap_header_reads_back_and_matches_mkswap() {
         let h = SwapHeader::new(ps, size, uuid, label).unwrap();
         let ours_path = blank(dir.path(), "ours.img", size);
         let mut bytes = std::fs::read(&ours_path).unwrap();
-        bytes[..ps as usize].copy_from_slice(&h.to_page());
+        bytes[..ps as usize].copy_from_slice(&h.to_page().unwrap());
         std::fs::write(&ours_path, &bytes).unwrap();
 
         // blkid and swaplabel read our header back.
@@ -278,7 +278,7 @@ fn recreated_swap_header_reads_back_and_matches_mkswap() {
         args.push(s(&theirs));
         tool("mkswap", &args);
         let t = std::fs::read(&theirs).unwrap();
-        let ours = h.to_page();
+        let ours = h.to_page().unwrap();
         let diff = (0..ps as usize).find(|&i| t[i] != ours[i]);
         assert_eq!(diff, None, "page size {ps}: first difference from mkswap");
         // And nothing else: mkswap leaves the rest of the area alone.
@@ -293,7 +293,7 @@ fn recreated_swap_header_reads_back_and_matches_mkswap() {
     assert_eq!(again.label().as_deref(), Some("keepme"));
     assert_eq!(again.uuid().as_deref(), Some(UUID));
     assert_eq!(again.area_len(), 4 * MIB);
-    let mut b = again.to_page();
+    let mut b = again.to_page().unwrap();
     b.resize(4 * MIB as usize, 0);
     let r = probe::probe(&MemDisk::new(b)).unwrap();
     assert_eq!((r.label, r.uuid), (probed.label, probed.uuid));

@@ -48,8 +48,10 @@ pub enum SwapState {
     /// `SWAP-SPACE`: the old version 0 layout, with no UUID or label.
     V0,
     /// A hibernation image is stored in the area; the value names the writer's
-    /// signature: `S1SUSPEND` and `S2SUSPEND` (the kernel's swsusp),
-    /// `ULSUSPEND` (uswsusp), `LINHIB0001` (old pmdisk), `tuxonice`.
+    /// signature: `S1SUSPEND` (the kernel's hibernation today,
+    /// `kernel/power/swap.c`), `S2SUSPEND` and `LINHIB0001` (earlier kernels),
+    /// `ULSUSPEND` (uswsusp's userland suspend), `tuxonice` (the TuxOnIce patch
+    /// set, which marks offset 0 instead).
     Hibernated(&'static str),
 }
 
@@ -119,7 +121,14 @@ impl SwapHeader {
     /// The whole first page: zeroed boot bits, the header, zero padding, no bad
     /// page list, and the signature in the last ten bytes. The rest of the area is
     /// left to read as zeros.
-    pub fn to_page(&self) -> Vec<u8> {
+    pub fn to_page(&self) -> Result<Vec<u8>> {
+        // The fields are public; a page size from elsewhere is checked here.
+        if !PAGE_SIZES.contains(&self.page_size) {
+            return Err(Error::unsupported(format!(
+                "swap page size {}",
+                self.page_size
+            )));
+        }
         let mut p = vec![0u8; self.page_size as usize];
         let put = |p: &mut [u8], at: usize, v: u32| {
             let b = if self.big_endian {
@@ -136,7 +145,7 @@ impl SwapHeader {
         p[off::SWS_VOLUME..off::SWS_VOLUME + 16].copy_from_slice(&self.sws_volume);
         let sig = self.page_size as usize - SIGNATURE_LEN;
         p[sig..].copy_from_slice(b"SWAPSPACE2");
-        p
+        Ok(p)
     }
 
     /// The UUID as blkid prints it, when set and trusted.
@@ -255,7 +264,7 @@ mod tests {
         let uuid = *b"0123456789abcdef";
         let h = SwapHeader::new(4096, 1 << 20, uuid, b"myswap").unwrap();
         assert_eq!(h.last_page, 255);
-        let mut disk = h.to_page();
+        let mut disk = h.to_page().unwrap();
         disk.resize(1 << 20, 0);
         let d = MemDisk::new(disk);
         let r = detect(&d).unwrap().unwrap();
@@ -271,6 +280,11 @@ mod tests {
         assert!(SwapHeader::new(4096, 1 << 20, [1; 16], &[b'x'; 17]).is_err());
         let full = SwapHeader::new(4096, 1 << 20, [1; 16], &[b'x'; 16]).unwrap();
         assert_eq!(full.label_bytes(), &[b'x'; 16]);
+        let odd = SwapHeader {
+            page_size: 5,
+            ..full
+        };
+        assert!(odd.to_page().is_err());
     }
 
     #[test]
@@ -282,7 +296,7 @@ mod tests {
             (b"LINHIB0001", "LINHIB0001"),
         ] {
             let h = SwapHeader::new(8192, 1 << 20, [7; 16], b"s").unwrap();
-            let mut bytes = h.to_page();
+            let mut bytes = h.to_page().unwrap();
             bytes[8192 - 10..].copy_from_slice(sig);
             bytes.resize(1 << 20, 0);
             let r = detect(&MemDisk::new(bytes)).unwrap().unwrap();
