@@ -8,6 +8,7 @@ pub mod partition;
 pub mod probe;
 pub mod qcow2;
 pub mod raw;
+pub mod swap;
 
 use std::fmt;
 use std::path::Path;

@@ -1,1 +1,0 @@
-//! Filesystem signatures (placeholder until the prober lands).
