@@ -109,15 +109,29 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // A closed pipe downstream (`imgsan ... | head`) is not a failure.
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                if io.kind() == std::io::ErrorKind::BrokenPipe {
-                    return ExitCode::from(EXIT_CLEAN);
-                }
+            if is_broken_pipe(&e) {
+                return ExitCode::from(EXIT_CLEAN);
             }
             eprintln!("imgsan: {e:#}");
             ExitCode::from(exit_code_for(&e))
         }
     }
+}
+
+/// Whether an error is a write to a closed pipe, however it was wrapped.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        let kind = if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            Some(io.kind())
+        } else if let Some(j) = c.downcast_ref::<serde_json::Error>() {
+            j.io_error_kind()
+        } else if let Some(imgsan::Error::Output { source, .. }) = c.downcast_ref::<imgsan::Error>() {
+            Some(source.kind())
+        } else {
+            None
+        };
+        kind == Some(std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// The exit code for an error, from the library's error kind.
@@ -178,27 +192,104 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             json,
             format,
         } => {
-            let d = open_disk(input, format)?;
-            let info = d.info();
+            let opts = disk::OpenOptions {
+                format: format.clone(),
+            };
+            let image = imgsan::image::Image::open(input, &opts)
+                .with_context(|| input.display().to_string())?;
+            let summary = image.summary();
             let mut out = std::io::stdout().lock();
             if *json {
-                serde_json::to_writer_pretty(&mut out, &info)?;
+                serde_json::to_writer_pretty(&mut out, &summary)?;
                 writeln!(out)?;
             } else {
-                writeln!(out, "image:          {}", input.display())?;
-                writeln!(out, "format:         {}", info.format)?;
-                writeln!(out, "virtual size:   {} bytes", info.virtual_size)?;
-                writeln!(out, "allocated size: {} bytes", info.allocated_size)?;
-                for (k, v) in &info.details {
-                    writeln!(out, "{k:<15} {v}")?;
-                }
-                for w in &info.warnings {
-                    writeln!(out, "warning: {w}")?;
-                }
+                print_disk_summary(&mut out, &summary)?;
             }
             Ok(EXIT_CLEAN)
         }
     }
+}
+
+/// Sizes for people: 1.5 GiB, 512 MiB, 300 KiB.
+fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn print_disk_summary(out: &mut impl Write, s: &imgsan::image::DiskSummary) -> std::io::Result<()> {
+    writeln!(out, "image:          {}", s.image)?;
+    writeln!(out, "format:         {}", s.format)?;
+    writeln!(
+        out,
+        "virtual size:   {} ({} bytes)",
+        human(s.virtual_size),
+        s.virtual_size
+    )?;
+    writeln!(
+        out,
+        "allocated size: {} ({} bytes)",
+        human(s.allocated_size),
+        s.allocated_size
+    )?;
+    for (k, v) in &s.details {
+        writeln!(out, "{:<15} {v}", format!("{k}:"))?;
+    }
+    for w in &s.warnings {
+        writeln!(out, "warning: {w}")?;
+    }
+    let t = &s.partition_table;
+    let scheme = serde_json::to_value(t.scheme)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    write!(
+        out,
+        "partition table: {scheme}, {}-byte sectors",
+        t.sector_size
+    )?;
+    if let Some(id) = &t.id {
+        write!(out, ", id {id}")?;
+    }
+    writeln!(out)?;
+    for w in &t.warnings {
+        writeln!(out, "warning: {w}")?;
+    }
+    writeln!(
+        out,
+        "{:>4} {:>14} {:>10}  {:<22} {:<12} {:<38} label",
+        "#", "start", "size", "type", "filesystem", "uuid"
+    )?;
+    for v in &s.volumes {
+        let (num, ptype) = match &v.partition {
+            Some(p) => (p.index.to_string(), p.part_type.name.to_string()),
+            None => ("-".to_string(), "(whole disk)".to_string()),
+        };
+        writeln!(
+            out,
+            "{:>4} {:>14} {:>10}  {:<22} {:<12} {:<38} {}",
+            num,
+            v.start,
+            human(v.size),
+            ptype,
+            v.filesystem.blkid_type(),
+            v.filesystem.uuid.as_deref().unwrap_or("-"),
+            v.filesystem.label.as_deref().unwrap_or("")
+        )?;
+        for w in &v.filesystem.warnings {
+            writeln!(out, "     warning: {w}")?;
+        }
+    }
+    Ok(())
 }
 
 /// Progress bars on a terminal, nothing otherwise (CI, pipes, --quiet).

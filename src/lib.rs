@@ -11,6 +11,7 @@ pub mod disk;
 pub mod error;
 pub mod fs;
 pub mod guest;
+pub mod image;
 pub mod inspect;
 pub mod output;
 pub mod progress;
