@@ -11,6 +11,8 @@ pub mod disk;
 pub mod error;
 pub mod fs;
 pub mod output;
+pub mod policy;
+pub mod rules;
 pub mod tree;
 
 pub use error::{Error, ErrorKind, Location, Result};

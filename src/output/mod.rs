@@ -1,1 +1,2 @@
 //! Output: the sparse RAW writer and reports.
+pub mod report;
