@@ -116,12 +116,19 @@ fn yaml_options() -> serde_saphyr::Options {
 /// Reworded reader messages: say what was expected in the rules' terms.
 fn explain(msg: &str) -> String {
     let m = msg.trim();
-    let better = match m {
-        "invalid u32" | "invalid u64" | "invalid usize" => "expected a whole number, not negative",
-        "invalid boolean" => "expected true or false",
-        "expected sequence start" => "expected a list (`- item` lines or [a, b])",
-        "expected mapping start" => "expected a mapping (`key: value` lines)",
-        _ => return m.to_string(),
+    let better = if m.starts_with("invalid u32")
+        || m.starts_with("invalid u64")
+        || m.starts_with("invalid usize")
+    {
+        "expected a whole number, not negative"
+    } else if m.starts_with("invalid boolean") {
+        "expected true or false"
+    } else if m.starts_with("expected sequence start") {
+        "expected a list (`- item` lines or [a, b])"
+    } else if m.starts_with("expected mapping start") {
+        "expected a mapping (`key: value` lines)"
+    } else {
+        return m.to_string();
     };
     format!("{better} ({m})")
 }
