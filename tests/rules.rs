@@ -620,7 +620,7 @@ fn an_operators_directory_replaces_kinds_and_reports_every_problem() {
     // An explicit file overrides the directory's file of its kind.
     let own = dir.path().join("my-eol.yaml");
     std::fs::write(&own, read("eol.yaml")).unwrap();
-    let rs = RuleSet::load(Some(dir.path()), &[own.clone()]).unwrap();
+    let rs = RuleSet::load(Some(dir.path()), std::slice::from_ref(&own)).unwrap();
     assert_eq!(rs.sources.eol, own.display().to_string());
     // A request is not a rules file.
     let req = dir.path().join("request.yaml");
