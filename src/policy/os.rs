@@ -40,10 +40,13 @@ impl OsFacts {
             _ => "(unknown version)".into(),
         }
     }
-    fn label(&self) -> String {
-        self.pretty_name
-            .clone()
-            .unwrap_or_else(|| format!("{} {}", self.id, self.version_text()))
+    /// PRETTY_NAME ("Ubuntu 16.04.7 LTS"), else the family's name and the
+    /// version.
+    fn label(&self, family: Option<&OsFamily>) -> String {
+        self.pretty_name.clone().unwrap_or_else(|| {
+            let name = family.map_or(self.id.as_str(), |f| f.name.as_str());
+            format!("{name} {}", self.version_text())
+        })
     }
     fn evidence(&self) -> Vec<String> {
         self.source.iter().cloned().collect()
@@ -99,7 +102,7 @@ pub fn check_os(
                 "os.unsupported",
                 format!(
                     "{}{like} is not an accepted OS; accepted: {}",
-                    os.label(),
+                    os.label(None),
                     accepted_list(policy)
                 ),
             )
@@ -155,7 +158,7 @@ pub fn check_os(
                 "os.unsupported",
                 format!(
                     "{} is older than the oldest accepted release, {} {}",
-                    os.label(),
+                    os.label(Some(family)),
                     family.name,
                     family.min_version
                 ),
@@ -182,7 +185,7 @@ pub fn check_os(
                 "os.not-recommended",
                 format!(
                     "{} is not a recommended release ({})",
-                    os.label(),
+                    os.label(Some(family)),
                     rec.join(", ")
                 ),
             )
@@ -237,7 +240,10 @@ pub fn check_os(
                     finding(
                         policy,
                         "os.eol",
-                        format!("{} reached the end of {what} on {end}{esm}", os.label()),
+                        format!(
+                            "{} reached the end of {what} on {end}{esm}",
+                            os.label(Some(family))
+                        ),
                     )
                     .map(|f| {
                         f.with_evidence(ev).hint(hint_upgrade(
@@ -254,7 +260,7 @@ pub fn check_os(
                             "os.eol-soon",
                             format!(
                                 "{} reaches the end of {what} on {end}, in {left} days",
-                                os.label()
+                                os.label(Some(family))
                             ),
                         )
                         .map(|f| f.with_evidence(ev).hint(hint_upgrade("plan an upgrade"))),

@@ -252,7 +252,7 @@ pub fn check_software(
                 e.product
             )
         } else {
-            format!("{} found: {what} ({})", e.product, e.reason.trim())
+            format!("{} found: {what}", e.product)
         };
         let fixer = {
             let rules: BTreeSet<Option<&str>> = h
@@ -267,7 +267,16 @@ pub fn check_software(
         };
         let f = finding(policy, id, message).map(|f| {
             let f = f.with_evidence(h.evidence);
-            let f = if allowed { f } else { f.hint(format!("remove {} from the instance before imaging, or ask the cloud to allowlist `{}`", e.product, e.id.value)) };
+            let f = if allowed {
+                f
+            } else {
+                f.hint(format!(
+                    "remove {} from the instance before imaging, or ask the cloud to allowlist `{}`. Why: {}",
+                    e.product,
+                    e.id.value,
+                    e.reason.trim()
+                ))
+            };
             match fixer {
                 Some(rule) => f.fixed_by(rule),
                 None => f,
