@@ -677,3 +677,44 @@ fn templates_are_commented_and_end_with_a_newline() {
     let rs = RuleSet::embedded().unwrap();
     assert!(rs.templates.names().len() >= 10);
 }
+
+#[test]
+fn mutated_rules_files_never_panic() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x1375);
+    let alphabet = b" \n\t:-[]{}#&*!|>'\"%@`,?0a.\\";
+    for name in [
+        "policy.yaml",
+        "eol.yaml",
+        "denylist.yaml",
+        "sanitize.yaml",
+        "featured-names.yaml",
+        "request.example.yaml",
+    ] {
+        let orig = read(name).into_bytes();
+        let mut rejected = 0;
+        for _ in 0..100 {
+            let mut b = orig.clone();
+            for _ in 0..rng.random_range(1..4) {
+                let i = rng.random_range(0..b.len());
+                match rng.random_range(0..3) {
+                    0 => b[i] = alphabet[rng.random_range(0..alphabet.len())],
+                    1 => {
+                        b.remove(i);
+                    }
+                    _ => b.insert(i, alphabet[rng.random_range(0..alphabet.len())]),
+                }
+            }
+            let text = String::from_utf8_lossy(&b);
+            if let Err(e) = rules::check_text(Path::new(name), &text) {
+                rejected += 1;
+                assert!(!e.to_string().is_empty());
+                // Syntax and type errors always carry a position.
+                for p in e.problems() {
+                    assert!(p.file == name || p.file.starts_with("<built-in>"), "{p}");
+                }
+            }
+        }
+        assert!(rejected > 0, "{name}: no mutation was rejected");
+    }
+}

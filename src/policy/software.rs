@@ -755,3 +755,41 @@ INCREMENT Simulink MLM 47 permanent uncounted SIGN=ABCDEF012345\n";
         assert!(f[1].evidence[0].contains("FlexNet licence, vendor MLM"));
     }
 }
+
+#[cfg(test)]
+mod random_input {
+    use super::detect_license;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn random_licence_like_bytes_do_not_panic() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let words: [&[u8]; 14] = [
+            b"FEATURE ",
+            b"INCREMENT ",
+            b"SERVER ",
+            b"VENDOR ",
+            b"USE_SERVER",
+            b"LICENSE ",
+            b"HOST ",
+            b"ISV ",
+            b"SIGN=\"",
+            b"sig=",
+            b"1.0 ",
+            b"1-jan-2030 ",
+            b"\\\n",
+            b"\n",
+        ];
+        for _ in 0..2000 {
+            let mut b = Vec::new();
+            for _ in 0..rng.random_range(0..40) {
+                if rng.random_bool(0.7) {
+                    b.extend_from_slice(words[rng.random_range(0..words.len())]);
+                } else {
+                    b.push(rng.random());
+                }
+            }
+            let _ = detect_license(&b);
+        }
+    }
+}

@@ -16,12 +16,13 @@
 //! (duplicate ids, unknown templates, unknown families, allowlist ids) run
 //! after, with locations taken from [`serde_saphyr::Spanned`] values.
 //!
-//! YAML crate: `serde-saphyr`. It is maintained, written without `unsafe`
-//! panics on hostile input in mind, honours `#[serde(deny_unknown_fields)]`,
-//! rejects duplicate keys, and every error carries a line and column (also for
-//! errors raised by our own `Deserialize` impls); `Spanned<T>` gives locations
-//! for the semantic checks. `serde_yaml` is deprecated and `serde_yml` is not
-//! trustworthy, so neither is used.
+//! YAML crate: `serde-saphyr`. It is maintained, built to parse untrusted
+//! input without panicking (with limits on nesting and alias expansion),
+//! honours `#[serde(deny_unknown_fields)]`, rejects duplicate keys, and gives
+//! every error a line and column (also errors raised by our own `Deserialize`
+//! impls); `Spanned<T>` gives locations for the semantic checks. `serde_yaml`
+//! is deprecated and unmaintained, and `serde_yml` is not trustworthy, so
+//! neither is used.
 
 pub mod date;
 pub mod denylist;
