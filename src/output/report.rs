@@ -10,7 +10,7 @@
 //! characters XML 1.0 forbids.
 //!
 //! JUnit mapping (one `<testcase>` per check id that ran, `classname` =
-//! "imgsan.<group>", `name` = the check id):
+//! `imgsan.<group>`, `name` = the check id):
 //! - blocking error findings: one `<failure>` per testcase (type "error",
 //!   message = the first finding, text = all of them);
 //! - warnings, info, and errors a sanitize run fixes: the testcase passes and
