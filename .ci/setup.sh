@@ -29,6 +29,8 @@ have clang         || need_pkgs+=(clang)
 have /usr/bin/time || need_pkgs+=(time)
 [ -e /usr/lib/grub/i386-pc/modinfo.sh ] || need_pkgs+=(grub-pc-bin)
 have grub-install  || need_pkgs+=(grub2-common)
+# Ubuntu release dates: the oracle for rules/eol.yaml.
+[ -e /usr/share/distro-info/ubuntu.csv ] || need_pkgs+=(distro-info-data)
 
 bp_pkgs=()
 have qemu-system-x86_64 || bp_pkgs+=(qemu-system-x86)
@@ -57,3 +59,8 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz
 fi
 rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
+
+# Independent readers of imgsan's reports: a JSON Schema validator for the JSON
+# report and a JUnit XML parser for the JUnit report (tests/report.rs).
+python3 -c 'import jsonschema' 2>/dev/null || python3 -m pip install -q jsonschema
+python3 -c 'import junitparser' 2>/dev/null || python3 -m pip install -q junitparser

@@ -14,7 +14,9 @@ pub mod guest;
 pub mod image;
 pub mod inspect;
 pub mod output;
+pub mod policy;
 pub mod progress;
+pub mod rules;
 pub mod tree;
 
 pub use error::{Error, ErrorKind, Location, Result};
