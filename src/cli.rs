@@ -125,7 +125,8 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
             Some(io.kind())
         } else if let Some(j) = c.downcast_ref::<serde_json::Error>() {
             j.io_error_kind()
-        } else if let Some(imgsan::Error::Output { source, .. }) = c.downcast_ref::<imgsan::Error>() {
+        } else if let Some(imgsan::Error::Output { source, .. }) = c.downcast_ref::<imgsan::Error>()
+        {
             Some(source.kind())
         } else {
             None

@@ -352,7 +352,7 @@ pub fn read(
     warnings: &mut Vec<String>,
 ) -> Result<(GptLayout, Vec<Partition>)> {
     let ssz = u64::from(ss);
-    if disk.len() % ssz != 0 {
+    if !disk.len().is_multiple_of(ssz) {
         warnings.push(format!(
             "the disk size {} is not a multiple of the {ss}-byte sector; the last {} bytes are ignored",
             disk.len(),

@@ -403,7 +403,7 @@ impl Table {
         new_lengths: &[(u32, u64)],
     ) -> Result<Vec<TableWrite>, RewriteError> {
         let ss = u64::from(self.sector_size);
-        if new_disk_size % ss != 0 {
+        if !new_disk_size.is_multiple_of(ss) {
             return Err(RewriteError::BadDiskSize {
                 size: new_disk_size,
                 sector_size: self.sector_size,

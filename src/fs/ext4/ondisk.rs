@@ -458,7 +458,10 @@ pub fn acl_disk_to_xattr(disk: &[u8]) -> Option<Vec<u8>> {
 
 /// The inverse of [`acl_disk_to_xattr`]. `None` if malformed.
 pub fn acl_xattr_to_disk(x: &[u8]) -> Option<Vec<u8>> {
-    if x.len() < 4 || (x.len() - 4) % 8 != 0 || u32::from_le_bytes(x[..4].try_into().ok()?) != 2 {
+    if x.len() < 4
+        || !(x.len() - 4).is_multiple_of(8)
+        || u32::from_le_bytes(x[..4].try_into().ok()?) != 2
+    {
         return None;
     }
     let mut out = 1u32.to_le_bytes().to_vec();

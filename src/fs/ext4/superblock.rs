@@ -650,7 +650,7 @@ impl Superblock {
         if g <= 1 || !self.has_ro_compat(ro_compat::SPARSE_SUPER) {
             return true;
         }
-        if g % 2 == 0 {
+        if g.is_multiple_of(2) {
             return false;
         }
         is_power_of(g, 3) || is_power_of(g, 5) || is_power_of(g, 7)
@@ -663,7 +663,7 @@ impl Superblock {
 }
 
 fn is_power_of(mut n: u64, base: u64) -> bool {
-    while n > 1 && n % base == 0 {
+    while n > 1 && n.is_multiple_of(base) {
         n /= base;
     }
     n == 1

@@ -278,7 +278,7 @@ fn read_hash_page(
     if index_end > ps {
         return Err(db.corrupt_page(pgno, format!("{entries} entries do not fit in the page")));
     }
-    if entries % 2 != 0 {
+    if !entries.is_multiple_of(2) {
         out.warnings.push(db.warning(format!(
             "page {pgno}: odd entry count {entries}, last key has no value"
         )));

@@ -237,7 +237,7 @@ pub(crate) fn build(entries: &[(u32, u32, u32, Vec<u8>)]) -> Vec<u8> {
             RPM_INT64_TYPE => 8,
             _ => 1,
         };
-        while data.len() % align != 0 {
+        while !data.len().is_multiple_of(align) {
             data.push(0);
         }
         index.extend_from_slice(&tag.to_be_bytes());
