@@ -2591,12 +2591,7 @@ fn boot_files(b: &mut B, ids: &VolumeIds) {
         }
     }
     let root = &ids.root_uuid;
-    let (grub_dir, prefix) = if debian {
-        ("/boot/grub", "")
-    } else {
-        ("/boot/grub2", "")
-    };
-    let _ = prefix;
+    let grub_dir = if debian { "/boot/grub" } else { "/boot/grub2" };
     // Paths as GRUB sees them: relative to the filesystem holding /boot.
     let separate_boot = b.o.separate_boot;
     let gpath = |p: &str| {
@@ -3532,14 +3527,7 @@ fn logs(b: &mut B, humans: &[User], hostname: &str) {
     wtmp.extend(utmp(8, 2290, "pts/0", "", "", CAPTURE_TIME - 60));
     b.file("/var/log/wtmp", &wtmp, 0o664, 0, utmp_gid);
     let bad = b.secret("/var/log/btmp", "failed login record");
-    let btmp = utmp(
-        6,
-        2301,
-        "ssh:notty",
-        &bad,
-        "203.0.113.9",
-        CAPTURE_TIME - 200,
-    );
+    let btmp = utmp(6, 2301, "ssh:notty", "admin", &bad, CAPTURE_TIME - 200);
     b.file(
         "/var/log/btmp",
         &btmp,
@@ -4630,7 +4618,7 @@ fn licensed_item(b: &mut B, path: &str, what: &'static str, data: &[u8], mode: u
     });
 }
 
-fn extras(b: &mut B, humans: &[User]) {
+fn extras(b: &mut B) {
     let d = b.o.distro;
     if b.o.licensed {
         let root = "/usr/local/MATLAB/R2023a";
@@ -4830,14 +4818,13 @@ fn extras(b: &mut B, humans: &[User]) {
         b.text(p, &line.repeat(8192 / line.len() + 1));
         b.delete_after_pack.push(p.to_string());
     }
-    let _ = humans;
 }
 
 // ---------------------------------------------------------------------------------------
 // Finishing: SELinux labels, extended attributes, timestamps
 // ---------------------------------------------------------------------------------------
 
-fn selinux_type(path: &str, is_dir: bool) -> &'static str {
+fn selinux_type(path: &str) -> &'static str {
     let p = path;
     let under = |pre: &str| p == pre || p.starts_with(&format!("{pre}/"));
     if p == "/" {
@@ -4911,7 +4898,7 @@ fn selinux_type(path: &str, is_dir: bool) -> &'static str {
         return "systemd_unit_file_t";
     }
     if under("/usr/bin") || under("/usr/sbin") || under("/usr/libexec") || under("/usr/local/bin") {
-        return if is_dir { "bin_t" } else { "bin_t" };
+        return "bin_t";
     }
     if under("/usr") || under("/opt") {
         return "usr_t";
@@ -4958,11 +4945,7 @@ fn finish(b: &mut B) {
     let efi = b.efi.clone();
     if b.o.distro.family() == Family::RedHat {
         for (host, guest) in &all {
-            let md = fs::symlink_metadata(host).unwrap();
-            let label = format!(
-                "system_u:object_r:{}:s0\0",
-                selinux_type(guest, md.is_dir())
-            );
+            let label = format!("system_u:object_r:{}:s0\0", selinux_type(guest));
             rustix::fs::lsetxattr(
                 host,
                 "security.selinux",
@@ -5064,7 +5047,7 @@ pub fn build(dir: &Path, opts: &GuestOptions) -> GuestTree {
         Distro::Rocky9 => rpm_rocky9(&mut b),
         _ => dpkg_database(&mut b),
     }
-    extras(&mut b, &acc.humans);
+    extras(&mut b);
     let fstab = fstab(&mut b, &ids, &partitions);
     finish(&mut b);
 
