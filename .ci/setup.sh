@@ -28,6 +28,14 @@ have pvcreate      || need_pkgs+=(lvm2)
 have clang         || need_pkgs+=(clang)
 have /usr/bin/time || need_pkgs+=(time)
 [ -e /usr/lib/grub/i386-pc/modinfo.sh ] || need_pkgs+=(grub-pc-bin)
+# Test fixtures (tests/common, tests/boot): ssh host and user keys, files copied into
+# FAT images, rpmbuild for Rocky's rpmdb, pip to fetch the CentOS 7 rpmdb test data.
+have ssh-keygen    || need_pkgs+=(openssh-client)
+have mcopy         || need_pkgs+=(mtools)
+have rpmbuild      || need_pkgs+=(rpm)
+have debugfs       || need_pkgs+=(e2fsprogs)
+have python3       || need_pkgs+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need_pkgs+=(python3-pip)
 have grub-install  || need_pkgs+=(grub2-common)
 # Ubuntu release dates: the oracle for rules/eol.yaml.
 [ -e /usr/share/distro-info/ubuntu.csv ] || need_pkgs+=(distro-info-data)
