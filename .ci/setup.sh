@@ -14,7 +14,7 @@ have debootstrap   || need_pkgs+=(debootstrap)
 have xmllint       || need_pkgs+=(libxml2-utils)
 have mkfs.vfat     || need_pkgs+=(dosfstools)
 have zstd          || need_pkgs+=(zstd)
-have rpm           || need_pkgs+=(rpm)
+have rpmbuild      || need_pkgs+=(rpm)
 # Guest facts tests: rpm's NDB writer is compiled from Debian's rpm source (cc,
 # xz); dcrpm's CentOS 7 rpmdb comes from PyPI (pip); findmnt, pwck/grpck,
 # db_load and dpkg-query are oracles.
@@ -32,10 +32,8 @@ have /usr/bin/time || need_pkgs+=(time)
 # FAT images, rpmbuild for Rocky's rpmdb, pip to fetch the CentOS 7 rpmdb test data.
 have ssh-keygen    || need_pkgs+=(openssh-client)
 have mcopy         || need_pkgs+=(mtools)
-have rpmbuild      || need_pkgs+=(rpm)
 have debugfs       || need_pkgs+=(e2fsprogs)
 have python3       || need_pkgs+=(python3)
-python3 -m pip --version >/dev/null 2>&1 || need_pkgs+=(python3-pip)
 have grub-install  || need_pkgs+=(grub2-common)
 # Ubuntu release dates: the oracle for rules/eol.yaml.
 [ -e /usr/share/distro-info/ubuntu.csv ] || need_pkgs+=(distro-info-data)
