@@ -64,7 +64,6 @@ fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz
 fi
-rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
 
 # Independent readers of imgsan's reports: a JSON Schema validator for the JSON
 # report and a JUnit XML parser for the JUnit report (tests/report.rs).
