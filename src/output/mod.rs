@@ -1,5 +1,6 @@
 //! Output: writing images (sparse files, streams) and reports.
 
+pub mod assemble;
 pub mod convert;
 pub mod plan;
 pub mod report;
