@@ -1,3 +1,4 @@
 //! Output: writing images (sparse files, streams) and reports.
 
 pub mod convert;
+pub mod sink;
