@@ -436,8 +436,16 @@ impl Qcow2 {
             let entry = header::be64(self.store.bytes(), entry_pos as usize);
             if h.extended_l2() && entry & L2_COMPRESSED == 0 {
                 let bitmap = header::be64(self.store.bytes(), entry_pos as usize + 8);
-                let host = self.standard_host(entry, entry_pos, cluster_start)?;
                 let sc = cs / 32;
+                // Only allocated subclusters need to exist in the file: qemu
+                // leaves the file ending inside a cluster whose tail is unused.
+                let alloc = bitmap & 0xffff_ffff;
+                let used = if alloc == 0 {
+                    0
+                } else {
+                    (32 - u64::from(alloc.leading_zeros() - 32)) * sc
+                };
+                let host = self.standard_host(entry, entry_pos, cluster_start, used)?;
                 if bitmap & 0xffff_ffff & (bitmap >> 32) != 0 {
                     return Err(Error::corrupt(
                         "qcow2 L2 table",
@@ -481,7 +489,7 @@ impl Qcow2 {
             } else if h.version >= 3 && !h.extended_l2() && entry & L2_ZERO != 0 {
                 State::Zero
             } else {
-                match self.standard_host(entry, entry_pos, cluster_start)? {
+                match self.standard_host(entry, entry_pos, cluster_start, cs)? {
                     Some(host) => State::Data {
                         host: host + (pos - cluster_start),
                     },
@@ -504,8 +512,15 @@ impl Qcow2 {
     }
 
     /// The host offset of a standard cluster, or `None` when it is unallocated;
-    /// checked for alignment and against the data file's length.
-    fn standard_host(&self, entry: u64, entry_pos: u64, cluster_start: u64) -> Result<Option<u64>> {
+    /// checked for alignment, and its first `used` bytes against the data file's
+    /// length.
+    fn standard_host(
+        &self,
+        entry: u64,
+        entry_pos: u64,
+        cluster_start: u64,
+        used: u64,
+    ) -> Result<Option<u64>> {
         let h = &self.header;
         let host = entry & OFFSET_MASK;
         if host == 0 && !(self.data.is_some() && entry & L2_COPIED != 0) {
@@ -520,7 +535,7 @@ impl Qcow2 {
             ));
         }
         // Only the part of the cluster inside the virtual disk must exist.
-        let needed = cs.min(h.size - cluster_start);
+        let needed = used.min(h.size - cluster_start);
         let file_len = self.data_store().len();
         if host + needed > file_len {
             return Err(Error::corrupt(
