@@ -109,15 +109,39 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // A closed pipe downstream (`imgsan ... | head`) is not a failure.
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                if io.kind() == std::io::ErrorKind::BrokenPipe {
-                    return ExitCode::from(EXIT_CLEAN);
-                }
+            let broken_pipe = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            });
+            if broken_pipe {
+                return ExitCode::from(EXIT_CLEAN);
             }
-            eprintln!("imgsan: {e:#}");
+            eprintln!("imgsan: {}", one_line(&e));
             ExitCode::from(exit_code_for(&e))
         }
     }
+}
+
+/// The error and its causes on one line. Library errors already print their
+/// cause (a file name and the I/O error, a backing file and what is wrong in it),
+/// so a cause whose text is already there is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if parts.iter().any(|p| p.contains(&text)) {
+            continue;
+        }
+        // A context that only names a file the error names too adds nothing.
+        if parts
+            .last()
+            .is_some_and(|last| text.starts_with(last.as_str()))
+        {
+            parts.pop();
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
 }
 
 /// The exit code for an error, from the library's error kind.
