@@ -125,13 +125,16 @@ fn put64(b: &mut [u8], o: usize, v: u64) {
     b[o..o + 8].copy_from_slice(&v.to_be_bytes());
 }
 
+/// A change made to a valid image's bytes.
+type Mutation = Box<dyn Fn(&mut Vec<u8>)>;
+
 #[test]
 fn header_field_mutations() {
     let dir = tempfile::tempdir().unwrap();
     let good = valid(dir.path(), "good.qcow2");
     open_and_read(&good).unwrap();
     use ErrorKind::*;
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, ErrorKind, &str)> = vec![
+    let cases: Vec<(&str, Mutation, ErrorKind, &str)> = vec![
         (
             "version1",
             Box::new(|b| b[7] = 1),
