@@ -168,8 +168,10 @@ fn copy_extent(
     buf: &mut Vec<u8>,
     buf_len: usize,
 ) -> Result<u64> {
-    if let Some(bytes) = disk.direct(e.offset, e.len) {
-        return sink.write_sparse_at(e.offset, bytes);
+    if std::env::var_os("IMGSAN_DIRECT").is_some() {
+        if let Some(bytes) = disk.direct(e.offset, e.len) {
+            return sink.write_sparse_at(e.offset, bytes);
+        }
     }
     if buf.len() < buf_len {
         buf.resize(buf_len, 0);
@@ -193,10 +195,9 @@ fn fill_chunk(disk: &dyn Disk, start: u64, buf: &mut [u8]) -> Result<u64> {
         let s = (e.offset - start) as usize;
         let out = &mut buf[s..s + e.len as usize];
         if e.alloc == Alloc::Data {
-            match disk.direct(e.offset, e.len) {
-                Some(b) => out.copy_from_slice(b),
-                None => disk.read_at(e.offset, out)?,
-            }
+            // read_at, not direct(): a copy is needed either way, and bulk reads
+            // keep the image's pages out of this process's resident memory.
+            disk.read_at(e.offset, out)?;
             data += e.len;
         } else {
             out.fill(0);

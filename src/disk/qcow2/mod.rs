@@ -27,10 +27,11 @@ use crate::error::{Error, Location, Result};
 /// How deep a backing chain may go before it is taken for a mistake.
 pub const MAX_CHAIN_DEPTH: usize = 32;
 
-/// Reads at least this long go through `pread` instead of the memory map, so that
-/// bulk copies do not leave the whole image mapped into the process (resident
-/// pages of a file map count against the process's memory).
-const PREAD_MIN: usize = 64 << 10;
+/// A `read_at` call at least this long is a bulk read: its pieces go through
+/// `pread` instead of the memory map, so that whole-disk copies do not leave the
+/// image mapped into the process (resident pages of a file map count against the
+/// process's memory). Smaller reads copy from the map, without a system call.
+const BULK_READ: usize = 64 << 10;
 
 /// Budget for the cache of inflated clusters.
 const CACHE_BYTES: u64 = 8 << 20;
@@ -100,10 +101,10 @@ impl Store {
         self.bytes().len() as u64
     }
 
-    /// Copy `buf.len()` bytes at `off`; the caller has checked the range.
-    fn read_exact_at(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+    /// Copy `buf.len()` bytes at `off`, by `pread` for a bulk read.
+    fn read_exact_at(&self, off: u64, buf: &mut [u8], bulk: bool) -> Result<()> {
         if let Store::File { file, path, .. } = self {
-            if buf.len() >= PREAD_MIN {
+            if bulk {
                 return file
                     .read_exact_at(buf, off)
                     .map_err(|e| Error::io(format!("{}: read at {off:#x}", path.display()), e));
@@ -128,15 +129,21 @@ impl Store {
     /// Call `f` with the bytes at `off..off + len`: a slice of the map for small
     /// ranges or in-memory images, a per-thread buffer filled by `pread` for the
     /// rest (so streaming through compressed data leaves nothing mapped).
-    fn with_range<T>(&self, off: u64, len: usize, f: impl FnOnce(&[u8]) -> T) -> Result<T> {
+    fn with_range<T>(
+        &self,
+        off: u64,
+        len: usize,
+        bulk: bool,
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T> {
         thread_local! {
             static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        if matches!(self, Store::File { .. }) && len >= 4096 {
+        if matches!(self, Store::File { .. }) && bulk {
             BUF.with(|b| {
                 let mut b = b.borrow_mut();
                 b.resize(len, 0);
-                self.read_exact_at_pread(off, &mut b)?;
+                self.read_exact_at(off, &mut b, true)?;
                 Ok(f(&b))
             })
         } else {
@@ -151,15 +158,6 @@ impl Store {
                     )
                 })?;
             Ok(f(s))
-        }
-    }
-
-    fn read_exact_at_pread(&self, off: u64, buf: &mut [u8]) -> Result<()> {
-        match self {
-            Store::File { file, path, .. } => file
-                .read_exact_at(buf, off)
-                .map_err(|e| Error::io(format!("{}: read at {off:#x}", path.display()), e)),
-            Store::Memory(_) => self.read_exact_at(off, buf),
         }
     }
 
@@ -589,7 +587,7 @@ impl Qcow2 {
     }
 
     /// Inflate the cluster whose compressed bytes are at `host..host + len`.
-    fn inflate_into(&self, host: u64, len: u64, out: &mut [u8]) -> Result<()> {
+    fn inflate_into(&self, host: u64, len: u64, out: &mut [u8], bulk: bool) -> Result<()> {
         let kind = self.header.compression_type;
         // `len` is at most two clusters (the sector count's width is bounded by
         // cluster_bits), so it fits in memory and in usize.
@@ -597,15 +595,15 @@ impl Qcow2 {
             Error::corrupt("qcow2 compressed cluster", Location::Byte(host), "too long")
         })?;
         self.store
-            .with_range(host, len, |input| compress::inflate(kind, input, out))?
+            .with_range(host, len, bulk, |input| compress::inflate(kind, input, out))?
             .map_err(|detail| {
                 Error::corrupt("qcow2 compressed cluster", Location::Byte(host), detail)
             })
     }
 
-    fn read_piece(&self, p: &Piece, out: &mut [u8]) -> Result<()> {
+    fn read_piece(&self, p: &Piece, out: &mut [u8], bulk: bool) -> Result<()> {
         match p.state {
-            State::Data { host } => self.data_store().read_exact_at(host, out),
+            State::Data { host } => self.data_store().read_exact_at(host, out, bulk),
             State::Zero => {
                 out.fill(0);
                 Ok(())
@@ -616,13 +614,13 @@ impl Qcow2 {
                 if p.off == cluster && out.len() as u64 == cs {
                     // A whole cluster: inflate straight into the caller's buffer,
                     // nothing is cached (a sequential pass never comes back).
-                    return self.inflate_into(host, len, out);
+                    return self.inflate_into(host, len, out, bulk);
                 }
                 let whole = match self.cache.get(host) {
                     Some(c) => c,
                     None => {
                         let mut v = vec![0u8; cs as usize];
-                        self.inflate_into(host, len, &mut v)?;
+                        self.inflate_into(host, len, &mut v, bulk)?;
                         let v: Arc<[u8]> = Arc::from(v);
                         self.cache.put(host, v.clone());
                         v
@@ -722,9 +720,10 @@ impl Disk for Qcow2 {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         check_range("qcow2 image", self.len(), offset, buf.len() as u64)?;
         let end = offset + buf.len() as u64;
+        let bulk = buf.len() >= BULK_READ;
         self.walk(offset, end, &mut |p| {
             let start = (p.off - offset) as usize;
-            self.read_piece(&p, &mut buf[start..start + p.len as usize])?;
+            self.read_piece(&p, &mut buf[start..start + p.len as usize], bulk)?;
             Ok(true)
         })
     }
