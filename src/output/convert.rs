@@ -15,7 +15,7 @@ use std::sync::mpsc;
 
 use rayon::prelude::*;
 
-use super::sink::{SparseFile, StreamSink};
+use super::sink::{aligned_slice, SparseFile, StreamSink};
 use crate::disk::{Alloc, Disk, Extent};
 use crate::error::{Error, Result};
 use crate::progress::{Progress, Unit};
@@ -77,11 +77,16 @@ pub fn convert_with(
     match target {
         Target::File(path) => to_file(disk, path, progress, chunk, opts.sync),
         Target::Stdout => {
-            let out = std::io::stdout();
-            let lock = out.lock();
+            // Write to a duplicate of descriptor 1, not through `Stdout`: its line
+            // buffering would scan every chunk for newlines.
+            use std::os::fd::AsFd;
+            let fd = std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| Error::output("standard output", e))?;
             to_stream(
                 disk,
-                lock,
+                std::fs::File::from(fd),
                 "standard output",
                 progress,
                 chunk,
@@ -168,19 +173,15 @@ fn copy_extent(
     buf: &mut Vec<u8>,
     buf_len: usize,
 ) -> Result<u64> {
-    if std::env::var_os("IMGSAN_DIRECT").is_some() {
-        if let Some(bytes) = disk.direct(e.offset, e.len) {
-            return sink.write_sparse_at(e.offset, bytes);
-        }
-    }
-    if buf.len() < buf_len {
-        buf.resize(buf_len, 0);
-    }
+    // read_at rather than direct(): the bytes are copied once either way (into
+    // this buffer, or by the kernel from the map), and pread keeps the image's
+    // pages out of this process's resident memory. The buffer sits at the same
+    // alignment as the file offset so whole blocks can be written with O_DIRECT.
     let mut n = 0;
     let mut off = e.offset;
     while off < e.end() {
         let len = (e.end() - off).min(buf_len as u64) as usize;
-        let b = &mut buf[..len];
+        let b = aligned_slice(buf, off, len);
         disk.read_at(off, b)?;
         n += sink.write_sparse_at(off, b)?;
         off += len as u64;
