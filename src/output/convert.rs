@@ -75,7 +75,7 @@ pub fn convert_with(
 ) -> Result<ConvertStats> {
     let chunk = opts.chunk_size.max(2 << 20).next_multiple_of(2 << 20);
     match target {
-        Target::File(path) => to_file(disk, path, progress, chunk, opts.sync),
+        Target::File(path) => to_file(disk, path, progress, chunk, WINDOW_CHUNKS, opts.sync),
         Target::Stdout => {
             // Write to a duplicate of descriptor 1, not through `Stdout`: its line
             // buffering would scan every chunk for newlines.
@@ -102,15 +102,14 @@ struct Work {
     extents: Vec<Extent>,
 }
 
-/// Split the disk's data extents into per-chunk work, skipping chunks without data.
-fn plan(disk: &dyn Disk, chunk: u64) -> Result<(Vec<Work>, u64)> {
+/// Split the data extents of `start..end` into per-chunk work, skipping chunks
+/// without data.
+fn plan(disk: &dyn Disk, start: u64, end: u64, chunk: u64) -> Result<Vec<Work>> {
     let mut work: Vec<Work> = Vec::new();
-    let mut data = 0u64;
-    for e in disk.map(0, disk.len())? {
+    for e in disk.map(start, end - start)? {
         if e.alloc != Alloc::Data {
             continue;
         }
-        data += e.len;
         let mut off = e.offset;
         while off < e.end() {
             let index = off / chunk;
@@ -130,32 +129,48 @@ fn plan(disk: &dyn Disk, chunk: u64) -> Result<(Vec<Work>, u64)> {
             off = end;
         }
     }
-    Ok((work, data))
+    Ok(work)
 }
+
+/// Chunks planned at a time: the allocation map of a window is held in memory,
+/// so a window bounds it for badly fragmented images.
+const WINDOW_CHUNKS: u64 = 64;
 
 fn to_file(
     disk: &dyn Disk,
     path: &std::path::Path,
     progress: &dyn Progress,
     chunk: u64,
+    window_chunks: u64,
     sync: bool,
 ) -> Result<ConvertStats> {
     let len = disk.len();
-    let (work, data_total) = plan(disk, chunk)?;
     let sink = SparseFile::create(path, len)?;
-    progress.start("convert", data_total, Unit::Bytes);
+    progress.start("convert", len, Unit::Bytes);
     let buf_len = usize::try_from(chunk).unwrap_or(8 << 20);
-    let written: u64 = work
-        .par_iter()
-        .map_init(Vec::<u8>::new, |buf, w| -> Result<u64> {
-            let mut n = 0;
-            for e in &w.extents {
-                n += copy_extent(disk, &sink, e, buf, buf_len)?;
-            }
-            progress.advance(w.extents.iter().map(|e| e.len).sum());
-            Ok(n)
-        })
-        .try_reduce(|| 0, |a, b| Ok(a + b))?;
+    let span = |index: u64| (len - index * chunk).min(chunk);
+    let window = chunk * window_chunks.max(1);
+    let mut written = 0u64;
+    let mut start = 0u64;
+    while start < len {
+        let end = start.saturating_add(window).min(len);
+        let work = plan(disk, start, end, chunk)?;
+        written += work
+            .par_iter()
+            .map_init(Vec::<u8>::new, |buf, w| -> Result<u64> {
+                let mut n = 0;
+                for e in &w.extents {
+                    n += copy_extent(disk, &sink, e, buf, buf_len)?;
+                }
+                progress.advance(span(w.index));
+                Ok(n)
+            })
+            .try_reduce(|| 0, |a, b| Ok(a + b))?;
+        // Chunks without data are done too.
+        let busy: u64 = work.iter().map(|w| span(w.index)).sum();
+        progress.advance((end - start) - busy);
+        start = end;
+    }
     sink.commit_with(sync)?;
     progress.finish();
     Ok(ConvertStats {
@@ -331,5 +346,28 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), bytes);
         // Only the blocks holding the pattern are written.
         assert!(st.data_bytes <= 16384, "{}", st.data_bytes);
+
+        // The same through windows of one chunk, with data in several windows.
+        bytes[100] = 1;
+        bytes[(5 << 20) - 1] = 2;
+        let disk = MemDisk::new(bytes.clone());
+        let progress = Count::default();
+        let st = to_file(&disk, &p, &progress, 2 << 20, 1, false).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), bytes);
+        assert_eq!(st.virtual_size, 5 << 20);
+        assert_eq!(progress.0.load(Ordering::Relaxed), 5 << 20);
+    }
+
+    #[derive(Default)]
+    struct Count(std::sync::atomic::AtomicU64);
+
+    impl Progress for Count {
+        fn start(&self, _: &str, total: u64, _: Unit) {
+            assert_eq!(total, 5 << 20);
+        }
+        fn advance(&self, n: u64) {
+            self.0.fetch_add(n, Ordering::Relaxed);
+        }
+        fn finish(&self) {}
     }
 }
