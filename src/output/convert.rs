@@ -50,6 +50,10 @@ pub struct ConvertOptions {
     pub sync: bool,
     /// Chunks in flight on a stream (bounds memory: this many chunk buffers).
     pub stream_depth: usize,
+    /// Threads copying chunks into a file. Each spends much of its time blocked
+    /// on a read or an O_DIRECT write, so twice the worker count keeps the cores
+    /// busy (measured: 6.6-7.4 s against 8-11.6 s on a 1.6 GB zlib image).
+    pub file_threads: usize,
 }
 
 impl Default for ConvertOptions {
@@ -58,6 +62,7 @@ impl Default for ConvertOptions {
             chunk_size: 8 << 20,
             sync: true,
             stream_depth: rayon::current_num_threads().max(1) * 2 + 1,
+            file_threads: rayon::current_num_threads().max(1) * 2,
         }
     }
 }
@@ -75,7 +80,13 @@ pub fn convert_with(
 ) -> Result<ConvertStats> {
     let chunk = opts.chunk_size.max(2 << 20).next_multiple_of(2 << 20);
     match target {
-        Target::File(path) => to_file(disk, path, progress, chunk, WINDOW_CHUNKS, opts.sync),
+        Target::File(path) => {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(opts.file_threads.max(1))
+                .build()
+                .map_err(|e| Error::output(path.display().to_string(), std::io::Error::other(e)))?;
+            pool.install(|| to_file(disk, path, progress, chunk, WINDOW_CHUNKS, opts.sync))
+        }
         Target::Stdout => {
             // Write to a duplicate of descriptor 1, not through `Stdout`: its line
             // buffering would scan every chunk for newlines.

@@ -587,8 +587,25 @@ impl Qcow2 {
     }
 
     /// Inflate the cluster whose compressed bytes are at `host..host + len`.
-    fn inflate_into(&self, host: u64, len: u64, out: &mut [u8], bulk: bool) -> Result<()> {
+    fn inflate_into(
+        &self,
+        host: u64,
+        len: u64,
+        out: &mut [u8],
+        bulk: bool,
+        span: Option<(u64, &[u8])>,
+    ) -> Result<()> {
         let kind = self.header.compression_type;
+        let fail =
+            |detail| Error::corrupt("qcow2 compressed cluster", Location::Byte(host), detail);
+        if let Some((lo, bytes)) = span {
+            let input = usize::try_from(host.wrapping_sub(lo))
+                .ok()
+                .and_then(|s| bytes.get(s..s.checked_add(usize::try_from(len).ok()?)?));
+            if let Some(input) = input {
+                return compress::inflate(kind, input, out).map_err(fail);
+            }
+        }
         // `len` is at most two clusters (the sector count's width is bounded by
         // cluster_bits), so it fits in memory and in usize.
         let len = usize::try_from(len).map_err(|_| {
@@ -596,12 +613,18 @@ impl Qcow2 {
         })?;
         self.store
             .with_range(host, len, bulk, |input| compress::inflate(kind, input, out))?
-            .map_err(|detail| {
-                Error::corrupt("qcow2 compressed cluster", Location::Byte(host), detail)
-            })
+            .map_err(fail)
     }
 
-    fn read_piece(&self, p: &Piece, out: &mut [u8], bulk: bool) -> Result<()> {
+    /// Read one piece. `span`, when given, holds the file's bytes from its start
+    /// offset on, fetched ahead for the compressed clusters.
+    fn read_piece(
+        &self,
+        p: &Piece,
+        out: &mut [u8],
+        bulk: bool,
+        span: Option<(u64, &[u8])>,
+    ) -> Result<()> {
         match p.state {
             State::Data { host } => self.data_store().read_exact_at(host, out, bulk),
             State::Zero => {
@@ -614,13 +637,13 @@ impl Qcow2 {
                 if p.off == cluster && out.len() as u64 == cs {
                     // A whole cluster: inflate straight into the caller's buffer,
                     // nothing is cached (a sequential pass never comes back).
-                    return self.inflate_into(host, len, out, bulk);
+                    return self.inflate_into(host, len, out, bulk, span);
                 }
                 let whole = match self.cache.get(host) {
                     Some(c) => c,
                     None => {
                         let mut v = vec![0u8; cs as usize];
-                        self.inflate_into(host, len, &mut v, bulk)?;
+                        self.inflate_into(host, len, &mut v, bulk, span)?;
                         let v: Arc<[u8]> = Arc::from(v);
                         self.cache.put(host, v.clone());
                         v
@@ -633,11 +656,10 @@ impl Qcow2 {
         }
     }
 
-    /// Ask the kernel to read ahead the host range a bulk read is about to use.
-    /// Parallel readers of one file defeat its sequential readahead (they take
-    /// turns on different regions), which turns a cold read of compressed
-    /// clusters into one small synchronous disk read per cluster.
-    fn prefetch(&self, pieces: &[Piece]) {
+    /// Read the host range holding every compressed cluster of `pieces` into
+    /// `buf` when that range is compact (at most twice the guest bytes), and
+    /// return its start.
+    fn fetch_compressed_span(&self, pieces: &[Piece], buf: &mut Vec<u8>) -> Result<Option<u64>> {
         let (mut lo, mut hi) = (u64::MAX, 0u64);
         for p in pieces {
             if let State::Compressed { host, len, .. } = p.state {
@@ -645,19 +667,14 @@ impl Qcow2 {
                 hi = hi.max(host + len);
             }
         }
-        // Only when the clusters lie close together, as qemu writes them.
-        if lo < hi && hi - lo <= 4 * pieces.iter().map(|p| p.len).sum::<u64>() {
-            if let Store::File { file, .. } = &self.store {
-                // Twice the span: a sequential pass reads the next stretch of
-                // the file next, so its I/O overlaps this one's inflating.
-                let _ = rustix::fs::fadvise(
-                    file,
-                    lo,
-                    std::num::NonZeroU64::new(2 * (hi - lo)),
-                    rustix::fs::Advice::WillNeed,
-                );
-            }
+        let guest: u64 = pieces.iter().map(|p| p.len).sum();
+        if lo >= hi || hi - lo > 2 * guest || !matches!(self.store, Store::File { .. }) {
+            return Ok(None);
         }
+        // `hi - lo` is at most twice a read the caller already holds in memory.
+        buf.resize((hi - lo) as usize, 0);
+        self.store.read_exact_at(lo, buf, true)?;
+        Ok(Some(lo))
     }
 
     fn read_backing(&self, off: u64, out: &mut [u8]) -> Result<()> {
@@ -751,7 +768,7 @@ impl Disk for Qcow2 {
         if !bulk {
             return self.walk(offset, end, &mut |p| {
                 let start = (p.off - offset) as usize;
-                self.read_piece(&p, &mut buf[start..start + p.len as usize], false)?;
+                self.read_piece(&p, &mut buf[start..start + p.len as usize], false, None)?;
                 Ok(true)
             });
         }
@@ -760,12 +777,29 @@ impl Disk for Qcow2 {
             pieces.push(p);
             Ok(true)
         })?;
-        self.prefetch(&pieces);
-        for p in &pieces {
-            let start = (p.off - offset) as usize;
-            self.read_piece(p, &mut buf[start..start + p.len as usize], true)?;
+        // The compressed bytes of a bulk read usually lie together in the file
+        // (qemu writes them in guest order): fetch them with one large read.
+        // Parallel readers of one file defeat the kernel's readahead, so one
+        // small read per cluster would mean one disk request per cluster on a
+        // cold cache.
+        thread_local! {
+            static SPAN: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        Ok(())
+        // Taken out of the thread-local while in use: a backing file's read on
+        // this thread finds it empty and uses its own.
+        let mut span_buf = SPAN.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        let span = self.fetch_compressed_span(&pieces, &mut span_buf)?;
+        let result = pieces.iter().try_for_each(|p| {
+            let start = (p.off - offset) as usize;
+            self.read_piece(
+                p,
+                &mut buf[start..start + p.len as usize],
+                true,
+                span.map(|lo| (lo, &span_buf[..])),
+            )
+        });
+        SPAN.with(|s| *s.borrow_mut() = span_buf);
+        result
     }
 
     fn map(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
