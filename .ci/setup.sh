@@ -40,6 +40,8 @@ have grub-install  || need_pkgs+=(grub2-common)
 
 bp_pkgs=()
 have qemu-system-x86_64 || bp_pkgs+=(qemu-system-x86)
+# qemu-img and qemu-io: the oracles of the QCOW2 tests.
+{ have qemu-img && have qemu-io; } || bp_pkgs+=(qemu-utils)
 have guestfish          || bp_pkgs+=(libguestfs-tools)
 # The appliance needs a kernel it can read.
 ls /boot/vmlinuz-* >/dev/null 2>&1 || bp_pkgs+=(linux-image-amd64)

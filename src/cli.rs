@@ -112,7 +112,7 @@ pub fn main() -> ExitCode {
             if is_broken_pipe(&e) {
                 return ExitCode::from(EXIT_CLEAN);
             }
-            eprintln!("imgsan: {e:#}");
+            eprintln!("imgsan: {}", one_line(&e));
             ExitCode::from(exit_code_for(&e))
         }
     }
@@ -133,6 +133,28 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         };
         kind == Some(std::io::ErrorKind::BrokenPipe)
     })
+}
+
+/// The error and its causes on one line. Library errors already print their
+/// cause (a file name and the I/O error, a backing file and what is wrong in it),
+/// so a cause whose text is already there is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if parts.iter().any(|p| p.contains(&text)) {
+            continue;
+        }
+        // A context that only names a file the error names too adds nothing.
+        if parts
+            .last()
+            .is_some_and(|last| text.starts_with(last.as_str()))
+        {
+            parts.pop();
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
 }
 
 /// The exit code for an error, from the library's error kind.

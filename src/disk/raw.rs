@@ -13,6 +13,9 @@ use rustix::fs::SeekFrom;
 use super::{check_range, Alloc, Disk, DiskInfo, Extent};
 use crate::error::{Error, Result};
 
+/// Reads at least this long use `pread` instead of the memory map.
+const PREAD_MIN: usize = 64 << 10;
+
 pub struct Raw {
     path: PathBuf,
     file: File,
@@ -110,6 +113,15 @@ impl Disk for Raw {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         check_range("raw image", self.len, offset, buf.len() as u64)?;
+        if buf.len() >= PREAD_MIN {
+            // Bulk reads go through pread: copying from the map would leave every
+            // page read mapped into the process, and a whole-disk copy would then
+            // show the whole image as resident memory.
+            use std::os::unix::fs::FileExt;
+            return self.file.read_exact_at(buf, offset).map_err(|e| {
+                Error::io(format!("{}: read at {offset:#x}", self.path.display()), e)
+            });
+        }
         let o = offset as usize;
         buf.copy_from_slice(&self.bytes()[o..o + buf.len()]);
         Ok(())

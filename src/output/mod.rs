@@ -4,3 +4,4 @@ pub mod assemble;
 pub mod convert;
 pub mod plan;
 pub mod report;
+pub mod sink;
