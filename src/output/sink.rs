@@ -159,7 +159,7 @@ impl SparseFile {
         let a = DIRECT_ALIGN as u64;
         let head = ((a - offset % a) % a).min(data.len() as u64) as usize;
         let body = (data.len() - head) / DIRECT_ALIGN * DIRECT_ALIGN;
-        let aligned = (data[head..].as_ptr() as usize) % DIRECT_ALIGN == 0;
+        let aligned = (data[head..].as_ptr() as usize).is_multiple_of(DIRECT_ALIGN);
         if self.direct.is_none() || body == 0 || !aligned {
             return self.write_buffered(offset, data);
         }

@@ -215,7 +215,7 @@ impl Header {
 
         if version >= 3 {
             if h.header_length < V3_MIN_HEADER_LEN
-                || h.header_length % 8 != 0
+                || !h.header_length.is_multiple_of(8)
                 || u64::from(h.header_length) > cluster_size
             {
                 return Err(Error::corrupt(
@@ -365,7 +365,7 @@ impl Header {
             ));
         }
         if h.l1_size > 0 {
-            if h.l1_table_offset % cluster_size != 0 {
+            if !h.l1_table_offset.is_multiple_of(cluster_size) {
                 return Err(Error::corrupt(
                     STRUCT,
                     Location::Byte(40),

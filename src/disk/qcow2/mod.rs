@@ -525,7 +525,7 @@ impl Qcow2 {
             return Ok(None);
         }
         let cs = h.cluster_size();
-        if host % cs != 0 {
+        if !host.is_multiple_of(cs) {
             return Err(Error::corrupt(
                 "qcow2 L2 table",
                 Location::Byte(entry_pos),
@@ -712,7 +712,7 @@ fn read_l1(h: &Header, bytes: &[u8]) -> Result<Vec<u64>> {
         let pos = h.l1_table_offset + i * 8;
         let l2 = header::be64(bytes, pos as usize) & OFFSET_MASK;
         if l2 != 0 {
-            if l2 % cs != 0 {
+            if !l2.is_multiple_of(cs) {
                 return Err(Error::corrupt(
                     "qcow2 L1 table",
                     Location::Byte(pos),
