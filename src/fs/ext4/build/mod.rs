@@ -408,8 +408,10 @@ fn ftype_of(kind: &Kind) -> u8 {
 }
 
 /// mke2fs's lost+found: expanded until it is 16 KiB and at least two blocks, but
-/// never past the 12 direct blocks (misc/mke2fs.c `create_lost_and_found`).
-fn lost_found_blocks(bs: u64) -> u64 {
+/// never past the 12 direct blocks (misc/mke2fs.c `create_lost_and_found`). With
+/// inline_data the directory starts inline and the first expansion only moves it
+/// to a block, so it ends one block smaller; we match that too.
+fn lost_found_blocks(bs: u64, inline: bool) -> u64 {
     let mut size = 0;
     let mut blocks = 1;
     for _ in 1..12 {
@@ -418,6 +420,9 @@ fn lost_found_blocks(bs: u64) -> u64 {
             break;
         }
         blocks += 1;
+    }
+    if inline {
+        blocks = (blocks - 1).max(1);
     }
     blocks
 }
@@ -549,10 +554,15 @@ pub fn build(tree: &Tree, source_sb: &Superblock, opts: &BuildOptions) -> Result
     } else {
         None
     };
-    // The journal: contiguous from the middle of the filesystem, as mke2fs does.
+    // The journal: contiguous from the middle of the filesystem, as mke2fs does
+    // for extent-mapped journals (block-mapped ones it starts in group 0).
     let journal_exts = match &journal {
         Some(j) => {
-            let goal = journal_goal(&sb, &geo, &alloc);
+            let goal = if f.extents {
+                journal_goal(&sb, &geo, &alloc)
+            } else {
+                geo.first
+            };
             Some(
                 alloc_run(&mut alloc, goal, u64::from(j.blocks))
                     .ok_or_else(|| too_small(&sb, min_blocks))?,
@@ -827,7 +837,7 @@ fn prepare(
         Kind::Dir(entries) => {
             let names: Vec<&[u8]> = entries.iter().map(|e| tree.name(e.name)).collect();
             let min = if Some(id) == order.lost_found {
-                lost_found_blocks(bs)
+                lost_found_blocks(bs, f.inline)
             } else {
                 0
             };
