@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --example ext4_build -- SOURCE.img HOST_DIR OUT.img \
-//!     [--shrink] [--size BYTES] [--spread] [--reference-writer] [--stats]
+//!     [--shrink] [--size BYTES] [--spread] [--reference-writer] [--stats] [--sync]
 //! ```
 //!
 //! The source image is only read for its superblock; file data comes from
@@ -65,7 +65,9 @@ fn main() -> anyhow::Result<()> {
     } else {
         built.plan.write_parallel(&file, 0)?;
     }
-    file.sync_data()?;
+    if flag("--sync") {
+        file.sync_data()?;
+    }
     let t3 = Instant::now();
     if flag("--stats") {
         eprintln!("{}", serde_json::to_string_pretty(&built.stats)?);

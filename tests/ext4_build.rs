@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use imgsan::fs::ext4::build::hash::DirHash;
-use imgsan::fs::ext4::build::{self, BuildOptions, Built, TargetSize};
+use imgsan::fs::ext4::build::{self, BuildOptions, Built, Placement, TargetSize};
 use imgsan::fs::ext4::superblock::Superblock;
 use imgsan::tree::{Kind, Node, Run, Src, Tree};
 
@@ -898,6 +898,7 @@ struct Variant {
     size: &'static str,
     target: TargetSize,
     large_inodes: bool,
+    placement: Placement,
 }
 
 fn check_variant(v: &Variant) {
@@ -924,6 +925,7 @@ fn check_variant(v: &Variant) {
     }
     let opts = BuildOptions {
         size: v.target,
+        placement: v.placement,
         ..Default::default()
     };
     let built = build::build(&tree, &sb, &opts).unwrap_or_else(|e| panic!("{}: {e}", v.name));
@@ -957,6 +959,7 @@ fn ext4_default_4k() {
         size: "256M",
         target: TargetSize::Source,
         large_inodes: true,
+        placement: Placement::Packed,
     });
 }
 
@@ -969,6 +972,7 @@ fn ext4_1k_blocks() {
         size: "160M",
         target: TargetSize::Source,
         large_inodes: true,
+        placement: Placement::Packed,
     });
 }
 
@@ -981,6 +985,7 @@ fn ext4_128_byte_inodes() {
         size: "200M",
         target: TargetSize::Source,
         large_inodes: false,
+        placement: Placement::Packed,
     });
 }
 
@@ -993,6 +998,7 @@ fn ext4_uninit_bg_without_metadata_csum() {
         size: "200M",
         target: TargetSize::Source,
         large_inodes: true,
+        placement: Placement::Packed,
     });
 }
 
@@ -1005,6 +1011,7 @@ fn ext4_without_64bit() {
         size: "200M",
         target: TargetSize::Source,
         large_inodes: true,
+        placement: Placement::Packed,
     });
 }
 
@@ -1018,6 +1025,7 @@ fn ext4_meta_bg() {
         size: "300M",
         target: TargetSize::Source,
         large_inodes: true,
+        placement: Placement::Packed,
     });
 }
 
@@ -1030,6 +1038,7 @@ fn ext3() {
         size: "200M",
         target: TargetSize::Source,
         large_inodes: true,
+        placement: Placement::Packed,
     });
 }
 
@@ -1047,6 +1056,7 @@ fn ext4_inline_data() {
         size: "200M",
         target: TargetSize::Source,
         large_inodes: true,
+        placement: Placement::Packed,
     });
 }
 
@@ -1059,6 +1069,7 @@ fn ext4_other_size() {
         size: "128M",
         target: TargetSize::Bytes(700 << 20),
         large_inodes: true,
+        placement: Placement::Spread,
     });
 }
 
@@ -1246,6 +1257,45 @@ fn journal_with_checksums() {
     assert!(
         !bad.status.success(),
         "e2fsck notices a bad journal superblock checksum"
+    );
+}
+
+/// A directory big enough for three htree levels (dx_root, two levels of
+/// dx_node) needs large_dir; with it e2fsck accepts the tree and the kernel's
+/// limit of two levels without it is enforced.
+#[test]
+fn large_dir_three_levels() {
+    let work = tempfile::tempdir().unwrap();
+    // 1 KiB blocks: a root indexes 123 blocks, a node 126; 250-byte names fill a
+    // leaf with 3 entries, so 48 000 names need 16 000 leaves > 123 * 126.
+    let mut tree = Tree::new(imgsan::tree::Flavor::Synthetic, None);
+    let dir = tree.add_node(Node::new(Kind::Dir(vec![])));
+    tree.link(tree.root, b"huge", dir).unwrap();
+    let file = tree.add_node(Node::new(Kind::File(vec![])));
+    for i in 0..48_000 {
+        tree.link(dir, format!("{i:06}{}", "q".repeat(244)).as_bytes(), file)
+            .unwrap();
+    }
+    tree.finish().unwrap();
+    let without = mkfs(work.path(), "n.img", &["-t", "ext4", "-b", "1024"], "64M");
+    let e = build::build(&tree, &source_sb(&without), &BuildOptions::default()).unwrap_err();
+    assert_eq!(e.kind(), imgsan::ErrorKind::Unsupported, "{e}");
+    assert!(e.to_string().contains("large_dir"), "{e}");
+    let with = mkfs(
+        work.path(),
+        "l.img",
+        &["-t", "ext4", "-b", "1024", "-O", "large_dir"],
+        "64M",
+    );
+    let built = build::build(&tree, &source_sb(&with), &BuildOptions::default()).unwrap();
+    let out = work.path().join("l-out.img");
+    write_built(&built, &out);
+    fsck_clean(&out);
+    let h = debugfs_batch(&out, &["htree_dump /huge".to_string()]);
+    assert!(
+        h[0].contains("Indirect levels: 2"),
+        "{}",
+        &h[0][..h[0].len().min(500)]
     );
 }
 

@@ -836,6 +836,17 @@ fn prepare(
         }
         Kind::Dir(entries) => {
             let names: Vec<&[u8]> = entries.iter().map(|e| tree.name(e.name)).collect();
+            // The Tree promises sorted, unique names without "." and ".."; a
+            // directory that breaks that would build into one e2fsck rejects.
+            if names.iter().any(|n| *n == b"." || *n == b"..")
+                || names.windows(2).any(|w| w[0] >= w[1])
+            {
+                return Err(Error::corrupt(
+                    "tree",
+                    where_,
+                    "directory entries are unsorted, repeated, or named . or ..",
+                ));
+            }
             let min = if Some(id) == order.lost_found {
                 lost_found_blocks(bs, f.inline)
             } else {
@@ -992,7 +1003,14 @@ fn target_superblock(
     };
     // Smallest whole-group count that holds everything.
     let mut groups = min_groups_for_inodes;
+    let mut rounds = 0;
     let min_blocks = loop {
+        rounds += 1;
+        if rounds > 100 {
+            return Err(Error::unsupported(
+                "ext4 geometry: per-group metadata leaves no room for data",
+            ));
+        }
         let blocks = first + groups * bpg;
         let (sb, geo) = with_blocks(blocks.min(max_blocks))?;
         let need = first + geo.fixed_overhead(&sb) + content;
@@ -1388,7 +1406,13 @@ impl<'a> Output<'a> {
                 mode: node.mode() as u16,
                 uid: node.uid,
                 gid: node.gid,
-                size: node.size,
+                // Sizes the builder controls: a symlink's is its target's length,
+                // special files have none; directories are set below.
+                size: match &node.kind {
+                    Kind::File(_) => node.size,
+                    Kind::Symlink(t) => t.len() as u64,
+                    _ => 0,
+                },
                 links: 0,
                 flags: 0,
                 generation: node.generation,
@@ -1669,6 +1693,25 @@ impl<'a> Output<'a> {
         }
 
         let group_csum = self.sb.has_group_csum();
+        // Groups holding another group's bitmaps or inode table (flex_bg): the
+        // kernel cannot rebuild their bitmaps, so they are never BLOCK_UNINIT.
+        let mut hosts_others = vec![false; geo.groups as usize];
+        for (k, t) in self.tables.iter().enumerate() {
+            let last = t.inode_table + geo.itb - 1;
+            for b in [t.block_bitmap, t.inode_bitmap, t.inode_table, last] {
+                let h = geo.group_of(b) as usize;
+                if h != k {
+                    hosts_others[h] = true;
+                }
+            }
+            // A table spanning whole groups (1 KiB blocks, big inodes) covers
+            // the ones in between too.
+            for h in geo.group_of(t.inode_table)..=geo.group_of(last) {
+                if h as usize != k {
+                    hosts_others[h as usize] = true;
+                }
+            }
+        }
         let mut descs = Vec::with_capacity(geo.groups as usize);
         let mut free_blocks_total = 0u64;
         let mut free_inodes_total = 0u64;
@@ -1682,19 +1725,15 @@ impl<'a> Output<'a> {
             // What the kernel's ext4_init_block_bitmap would reconstruct for an
             // uninitialized group: its base metadata and its own tables if they
             // sit inside it.
+            let overlap =
+                |a: u64, n: u64| a.max(start).min(end).abs_diff((a + n).max(start).min(end));
             let base: u64 = geo.base_meta(&self.sb, g).iter().map(|r| r.1).sum::<u64>()
-                + [t.block_bitmap, t.inode_bitmap]
-                    .iter()
-                    .filter(|&&b| (start..end).contains(&b))
-                    .count() as u64
-                + if (start..end).contains(&t.inode_table) {
-                    geo.itb
-                } else {
-                    0
-                };
+                + overlap(t.block_bitmap, 1)
+                + overlap(t.inode_bitmap, 1)
+                + overlap(t.inode_table, geo.itb);
             let mut flags = 0u16;
             let block_uninit =
-                group_csum && g + 1 != geo.groups && used == base && self.group_own_only(alloc, g);
+                group_csum && g + 1 != geo.groups && used == base && !hosts_others[gi];
             let inodes_used = self.inode_used[gi];
             if group_csum {
                 if block_uninit {
@@ -1732,14 +1771,10 @@ impl<'a> Output<'a> {
                 let nbytes = (geo.bpg / 8) as usize;
                 bm[..nbytes].fill(0);
                 for (s, e) in alloc.ranges_in(start, end) {
-                    for b in s - start..e - start {
-                        bm[(b / 8) as usize] |= 1 << (b % 8);
-                    }
+                    set_bits(&mut bm, s - start, e - start);
                 }
                 // Bits past the end of a short last group are set.
-                for b in end - start..geo.bpg {
-                    bm[(b / 8) as usize] |= 1 << (b % 8);
-                }
+                set_bits(&mut bm, end - start, geo.bpg);
                 if self.f.csum {
                     gd.block_bitmap_csum = ondisk::bitmap_checksum(&self.sb, &bm[..nbytes]);
                 }
@@ -1838,19 +1873,6 @@ impl<'a> Output<'a> {
         })
     }
 
-    /// Whether group `g`'s used blocks are only its own (no other group's
-    /// tables were placed in it): a BLOCK_UNINIT candidate.
-    fn group_own_only(&self, alloc: &alloc::Alloc, g: u64) -> bool {
-        let (start, end) = (self.geo.group_first(g), self.geo.group_end(g));
-        let _ = alloc;
-        self.tables.iter().enumerate().all(|(k, t)| {
-            k as u64 == g
-                || !((start..end).contains(&t.block_bitmap)
-                    || (start..end).contains(&t.inode_bitmap)
-                    || (t.inode_table < end && t.inode_table + self.geo.itb > start))
-        })
-    }
-
     /// Owned bytes at block `blk`, leaving all-zero blocks out (holes).
     fn put_sparse(&mut self, blk: u64, bytes: Vec<u8>) {
         let bs = self.geo.bs as usize;
@@ -1946,6 +1968,23 @@ impl<'a> Output<'a> {
         }
         let _ = alloc;
         Ok(sb)
+    }
+}
+
+/// Set bits `from..to` of a bitmap.
+fn set_bits(bm: &mut [u8], from: u64, to: u64) {
+    let mut b = from;
+    while b < to && b % 8 != 0 {
+        bm[(b / 8) as usize] |= 1 << (b % 8);
+        b += 1;
+    }
+    while b + 8 <= to {
+        bm[(b / 8) as usize] = 0xff;
+        b += 8;
+    }
+    while b < to {
+        bm[(b / 8) as usize] |= 1 << (b % 8);
+        b += 1;
     }
 }
 

@@ -84,6 +84,16 @@ pub fn prepare(tree: &Tree, xattrs: &[Xattr], ino: u64) -> Result<Vec<Attr>> {
         });
     }
     out.sort_by(|a, b| (a.index, a.name.len(), &a.name).cmp(&(b.index, b.name.len(), &b.name)));
+    if out
+        .windows(2)
+        .any(|w| (w[0].index, &w[0].name) == (w[1].index, &w[1].name))
+    {
+        return Err(Error::corrupt(
+            "extended attributes",
+            Location::Inode(ino),
+            "the same attribute name appears twice",
+        ));
+    }
     Ok(out)
 }
 
