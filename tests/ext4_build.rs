@@ -1376,6 +1376,16 @@ fn empty_tree_reproduces_mke2fs_layout() {
         ("noflex", &["-t", "ext4", "-O", "^flex_bg"], "2G"),
         ("flex4", &["-t", "ext4", "-G", "4"], "3G"),
         ("big", &["-t", "ext4"], "20G"),
+        (
+            "orphan",
+            &["-t", "ext4", "-O", "orphan_file,metadata_csum_seed"],
+            "9G",
+        ),
+        (
+            "orphan1k",
+            &["-t", "ext4", "-b", "1024", "-O", "orphan_file"],
+            "100M",
+        ),
     ] {
         let p = work.path().join(format!("{name}.img"));
         let st = Command::new("mke2fs")
@@ -1420,7 +1430,19 @@ fn kernel_mounts_and_writes() {
     let work = tempfile::tempdir().unwrap();
     let tree = hostdir::tree_from_dir(host);
     let variants: [(&str, &[&str], &str); 3] = [
-        ("k-ext4", &["-t", "ext4", "-b", "4096"], "256M"),
+        // Today's upstream mke2fs defaults: orphan_file and metadata_csum_seed.
+        (
+            "k-ext4",
+            &[
+                "-t",
+                "ext4",
+                "-b",
+                "4096",
+                "-O",
+                "orphan_file,metadata_csum_seed",
+            ],
+            "256M",
+        ),
         (
             "k-inline",
             &["-t", "ext4", "-b", "1024", "-O", "inline_data"],
