@@ -24,8 +24,8 @@ done
 
 if [ ! -e "$host/.done" ]; then
   rm -rf "$host"
-  # 49 000 small files (1-16 KiB) in 490 directories, 1 000 larger ones
-  # (0.5-2 MiB), a few sparse files and links: ~1.5 GiB, ~50k inodes.
+  # 49 000 small files (1-16 KiB) in 490 directories under ten top-level ones,
+  # 1 000 larger ones (0.5-2 MiB), a few sparse files: ~1.6 GiB, ~50k inodes.
   python3 - "$host" <<'PY'
 import os, random, sys
 root = sys.argv[1]
@@ -34,8 +34,9 @@ blob = os.urandom(4 << 20)
 def data(n):
     off = rnd.randrange(0, len(blob) - n) if n < len(blob) else 0
     return blob[off:off + n]
+tops = ["bin", "boot", "etc", "home", "lib", "opt", "root", "srv", "usr", "var"]
 for d in range(490):
-    p = os.path.join(root, "usr", f"lib{d // 49}", f"pkg{d:03}")
+    p = os.path.join(root, tops[d % len(tops)], f"lib{d // 49}", f"pkg{d:03}")
     os.makedirs(p, exist_ok=True)
     for i in range(100):
         with open(os.path.join(p, f"file{i:03}.so"), "wb") as f:

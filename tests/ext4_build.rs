@@ -1328,6 +1328,68 @@ fn refusals_are_clear() {
     .unwrap_err();
     assert_eq!(e.kind(), imgsan::ErrorKind::Output, "{e}");
     assert!(e.to_string().contains("needs at least"), "{e}");
+    // Trees the builder cannot store faithfully are refused, naming the inode.
+    let bad = |f: &dyn Fn(&mut Tree, imgsan::tree::NodeId)| {
+        let mut t = Tree::new(imgsan::tree::Flavor::Synthetic, None);
+        let blob = t.add_blob(Arc::from(&b"0123456789"[..]));
+        let mut n = Node::new(Kind::File(vec![Run {
+            logical: 0,
+            len: 10,
+            src: Src::Blob { blob, offset: 0 },
+        }]));
+        n.size = 10;
+        n.source_ino = 4242;
+        let id = t.add_node(n);
+        t.link(t.root, b"f", id).unwrap();
+        f(&mut t, id);
+        build::build(&t, &sb, &BuildOptions::default()).unwrap_err()
+    };
+    let e = bad(&|t, id| {
+        let x = t.xattr(b"os2.name", b"v");
+        t.node_mut(id).xattrs.push(x);
+    });
+    assert_eq!(e.kind(), imgsan::ErrorKind::Unsupported, "{e}");
+    assert!(
+        e.to_string().contains("os2.name") && e.to_string().contains("4242"),
+        "{e}"
+    );
+    let e = bad(&|t, id| t.node_mut(id).size = 5);
+    assert_eq!(
+        e.kind(),
+        imgsan::ErrorKind::Corrupt,
+        "runs past the size: {e}"
+    );
+    let e = bad(&|t, id| {
+        if let Kind::File(runs) = &mut t.node_mut(id).kind {
+            runs[0].len = 11;
+        }
+        t.node_mut(id).size = 11;
+    });
+    assert_eq!(
+        e.kind(),
+        imgsan::ErrorKind::Corrupt,
+        "run past its blob: {e}"
+    );
+    let e = bad(&|t, id| t.node_mut(id).kind = Kind::Symlink(Box::from(&b"a\0b"[..])));
+    assert_eq!(
+        e.kind(),
+        imgsan::ErrorKind::Corrupt,
+        "NUL in a symlink target: {e}"
+    );
+    let e = bad(&|t, id| {
+        let x = t.xattr(b"system.posix_acl_access", b"not an acl");
+        t.node_mut(id).xattrs.push(x);
+    });
+    assert_eq!(e.kind(), imgsan::ErrorKind::Corrupt, "malformed ACL: {e}");
+    let e = bad(&|t, id| {
+        let x = t.xattr(b"user.huge", &vec![1u8; 70_000]);
+        t.node_mut(id).xattrs.push(x);
+    });
+    assert_eq!(
+        e.kind(),
+        imgsan::ErrorKind::Unsupported,
+        "value larger than a block: {e}"
+    );
 }
 
 /// An empty tree (root and lost+found) built with the geometry of a fresh mke2fs

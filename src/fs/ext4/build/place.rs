@@ -183,7 +183,7 @@ pub(super) fn number_inodes(
                     }
                     continue;
                 }
-                let parent = order.parent.get(&id).copied().unwrap_or(tree.root);
+                let parent = order.via[slot];
                 let parent_group = group_of.get(&parent).copied().unwrap_or(0);
                 let goal = if tree.node(id).is_dir()
                     && parent == tree.root

@@ -144,6 +144,8 @@ pub(super) fn lost_found_blocks(bs: u64, inline: bool) -> u64 {
 /// names of each node.
 pub(super) struct Order {
     pub(super) nodes: Vec<NodeId>,
+    /// For each node of `nodes`, the directory whose entry named it first.
+    pub(super) via: Vec<NodeId>,
     /// Parent directory of each directory node (indexed by NodeId).
     pub(super) parent: HashMap<NodeId, NodeId>,
     pub(super) lost_found: Option<NodeId>,
@@ -161,12 +163,14 @@ pub(super) fn order_nodes(tree: &Tree) -> Result<Order> {
     }
     let mut seen = vec![false; n];
     let mut nodes = vec![root];
+    let mut via = vec![root];
     seen[root as usize] = true;
     let lost_found = tree
         .lookup(root, b"lost+found")
         .filter(|&id| tree.node(id).is_dir());
     if let Some(l) = lost_found {
         nodes.push(l);
+        via.push(root);
         seen[l as usize] = true;
     }
     let mut parent = HashMap::new();
@@ -193,11 +197,13 @@ pub(super) fn order_nodes(tree: &Tree) -> Result<Order> {
             }
             if !std::mem::replace(&mut seen[child as usize], true) {
                 nodes.push(child);
+                via.push(d);
             }
         }
     }
     Ok(Order {
         nodes,
+        via,
         parent,
         lost_found,
     })
