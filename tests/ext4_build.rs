@@ -1188,6 +1188,12 @@ fn shrink_6g_to_fit() {
     };
     let built = build::build(&tree, &sb, &opts).unwrap();
     let gib = 1u64 << 30;
+    eprintln!(
+        "shrunk: {} bytes ({:.3} GiB), minimum {} bytes",
+        built.plan.len,
+        built.plan.len as f64 / gib as f64,
+        built.stats.min_bytes
+    );
     assert!(
         built.plan.len > gib && built.plan.len < gib + gib / 2,
         "shrunk to {} bytes",

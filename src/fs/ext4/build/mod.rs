@@ -43,7 +43,20 @@
 //!   empty, numbered and placed where mke2fs puts it.
 //! - Times: `s_mkfs_time` is kept; `s_wtime` and `s_lastcheck` are the latest
 //!   time the source superblock records (never the clock), so output is
-//!   reproducible; the mount count is 0 and `s_mtime` is 0 (never mounted).
+//!   reproducible; the mount count is 0 and `s_mtime` is 0 (never mounted). The
+//!   journal, resize and orphan inodes get that same time.
+//! - Counters: `s_r_blocks_count` keeps the source's ratio at the new size,
+//!   `s_overhead_clusters` (when the source sets it) is recomputed as mke2fs does,
+//!   `s_kbytes_written` is kept (it describes the filesystem's life, not this
+//!   copy), error records and the orphan list are cleared.
+//! - Inode flags: for ext4 trees the behavioural flags (immutable, append-only,
+//!   noatime, ...) are kept; layout flags (extents, index, inline data, huge
+//!   file) are the builder's; encrypted, verity and casefolded inodes are
+//!   refused. Trees from other filesystems get no flags.
+//! - Extent and indirect map blocks follow their file's data; the xattr block
+//!   precedes it. Attributes go in the inode while they fit (in the kernel's
+//!   order), the rest in one block, shared between inodes whose block would be
+//!   identical (up to the kernel's 1024 references).
 
 pub mod alloc;
 mod dir;
@@ -389,5 +402,5 @@ pub fn build(tree: &Tree, source_sb: &Superblock, opts: &BuildOptions) -> Result
     if let Some(d) = resize_dind {
         out.resize_inode(d)?;
     }
-    out.finish(&alloc, &inos, opts, journal.as_ref())
+    out.finish(&alloc, opts, journal.as_ref())
 }

@@ -161,7 +161,6 @@ pub(super) fn number_inodes(
             next[0] = first_ino - 1; // inodes 1..first_ino-1 are reserved
             let mut group_of: HashMap<NodeId, u64> = HashMap::new();
             group_of.insert(tree.root, 0);
-            let mut slot_of: HashMap<NodeId, usize> = HashMap::new();
             let flexes = geo.groups.div_ceil(geo.flex);
             let mut spread_next = 1u64;
             let take = |goal: u64, next: &mut Vec<u64>| -> Result<u64> {
@@ -175,7 +174,6 @@ pub(super) fn number_inodes(
                 Err(Error::unsupported("more inodes than the filesystem holds"))
             };
             for (slot, &id) in order.nodes.iter().enumerate() {
-                slot_of.insert(id, slot);
                 if slot == 0 {
                     inos.push(special_ino::ROOT);
                     if orphan_file && orphan_after == 0 {
@@ -206,7 +204,6 @@ pub(super) fn number_inodes(
                     orphan = Some(take(0, &mut next)? as u32);
                 }
             }
-            let _ = slot_of;
         }
     }
     Ok((inos, orphan))
@@ -548,8 +545,9 @@ impl<'a> Output<'a> {
                     data_exts = e;
                 }
                 Body::File(ranges) => {
-                    let Kind::File(runs) = &node.kind else {
-                        unreachable!("file body for a non-file")
+                    let runs: &[crate::tree::Run] = match &node.kind {
+                        Kind::File(r) => r,
+                        _ => &[],
                     };
                     let mut at = goal;
                     for &(l, n) in ranges {
@@ -809,7 +807,6 @@ impl<'a> Output<'a> {
     pub(super) fn finish(
         mut self,
         alloc: &alloc::Alloc,
-        _inos: &[u32],
         opts: &BuildOptions,
         journal: Option<&JournalSpec>,
     ) -> Result<Built> {
@@ -942,7 +939,7 @@ impl<'a> Output<'a> {
         self.stats.blocks_used = alloc.used_total();
 
         // The superblock.
-        let sb = self.final_superblock(free_blocks_total, free_inodes_total, journal, alloc)?;
+        let sb = self.final_superblock(free_blocks_total, free_inodes_total, journal)?;
         self.sb = sb.clone();
         // Descriptor blocks, to every place a copy belongs.
         let ds = geo.desc_size as usize;
@@ -1033,7 +1030,6 @@ impl<'a> Output<'a> {
         free_blocks: u64,
         free_inodes: u64,
         journal: Option<&JournalSpec>,
-        alloc: &alloc::Alloc,
     ) -> Result<Superblock> {
         let mut sb = self.sb.clone();
         let geo = &self.geo;
@@ -1103,7 +1099,6 @@ impl<'a> Output<'a> {
             let o = geo.fixed_overhead(&sb) + journal_blocks + geo.first;
             sb.s_overhead_clusters = u32::try_from(o).unwrap_or(0);
         }
-        let _ = alloc;
         Ok(sb)
     }
 }
