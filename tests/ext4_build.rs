@@ -1305,6 +1305,53 @@ fn large_dir_three_levels() {
     );
 }
 
+/// Project ids (project feature) and the behavioural inode flags of ext4 trees
+/// (immutable, append-only, noatime, project inheritance) are kept; layout flags
+/// in the tree are ignored in favour of the builder's own.
+#[test]
+fn project_ids_and_flags() {
+    let work = tempfile::tempdir().unwrap();
+    let src = mkfs(
+        work.path(),
+        "p.img",
+        &["-t", "ext4", "-O", "project"],
+        "64M",
+    );
+    let mut tree = Tree::new(imgsan::tree::Flavor::Ext4, None);
+    let dir = tree.add_node(Node::new(Kind::Dir(vec![])));
+    tree.node_mut(dir).projid = 42;
+    tree.node_mut(dir).flags = 0x2000_0000; // PROJINHERIT
+    tree.node_mut(dir).perm = 0o755;
+    tree.link(tree.root, b"proj", dir).unwrap();
+    let mut f = Node::new(Kind::File(vec![]));
+    f.projid = 42;
+    // immutable | append-only | noatime, plus stale layout flags (index,
+    // inline data) that must not survive.
+    f.flags = 0x10 | 0x20 | 0x80 | 0x1000 | 0x1000_0000;
+    f.perm = 0o644;
+    let id = tree.add_node(f);
+    tree.link(dir, b"file", id).unwrap();
+    tree.finish().unwrap();
+    let built = build::build(&tree, &source_sb(&src), &BuildOptions::default()).unwrap();
+    let out = work.path().join("p-out.img");
+    write_built(&built, &out);
+    fsck_clean(&out);
+    let o = debugfs_batch(&out, &["stat /proj".into(), "stat /proj/file".into()]);
+    assert!(o[0].contains("Project:    42"), "{}", o[0]);
+    assert!(o[1].contains("Project:    42"), "{}", o[1]);
+    assert_eq!(parse_stat(&o[0]).flags, 0x2000_0000 | 0x80000, "{}", o[0]);
+    assert_eq!(
+        parse_stat(&o[1]).flags,
+        0x10 | 0x20 | 0x80 | 0x80000,
+        "{}",
+        o[1]
+    );
+    // Without the project feature a project id cannot be stored: refused.
+    let plain = mkfs(work.path(), "n.img", &["-t", "ext4"], "64M");
+    let e = build::build(&tree, &source_sb(&plain), &BuildOptions::default()).unwrap_err();
+    assert_eq!(e.kind(), imgsan::ErrorKind::Unsupported, "{e}");
+}
+
 /// Sources with features the builder does not reproduce are refused before
 /// anything is built; a size too small names what is needed.
 #[test]
