@@ -58,7 +58,17 @@ fn write_built(built: &Built, path: &Path) {
 
 /// `e2fsck -fn` exits 0 and says nothing but its pass headers and summary.
 fn fsck_clean(img: &Path) {
-    let out = run("e2fsck", &["-fn", img.to_str().unwrap()]);
+    fsck_clean_with(img, None);
+}
+
+/// `fsck_clean`, optionally with an e2fsck.conf (`E2FSCK_CONFIG`).
+fn fsck_clean_with(img: &Path, config: Option<&Path>) {
+    let mut cmd = Command::new("e2fsck");
+    cmd.arg("-fn").arg(img);
+    if let Some(c) = config {
+        cmd.env("E2FSCK_CONFIG", c);
+    }
+    let out = cmd.output().expect("e2fsck runs");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

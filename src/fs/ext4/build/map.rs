@@ -230,6 +230,57 @@ pub fn ind_blocks(exts: &[Ext], bs: usize) -> u64 {
     ind_nodes(exts, bs).len() as u64
 }
 
+/// One step of an interleaved indirect-mapped layout: data blocks, or the next
+/// indirect block (in the order [`ind_blocks`] counts them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Data { lblk: u64, len: u64 },
+    Map,
+}
+
+/// The order in which an indirect-mapped file's blocks are laid out: each
+/// indirect block right before the first data block it maps, as ext2/3 (and
+/// mke2fs) allocate them, so reading the file front to back never seeks
+/// backwards. `ranges` are the mapped logical ranges `(first, count)`, sorted.
+pub fn ind_sequence(ranges: &[(u64, u64)], bs: usize) -> Vec<Step> {
+    let exts: Vec<Ext> = ranges
+        .iter()
+        .map(|&(l, n)| Ext {
+            lblk: l,
+            pblk: 0,
+            len: n,
+        })
+        .collect();
+    // Where each node goes: before the first mapped block it covers. Parents
+    // share that block with their first child and come first (pre-order, kept by
+    // the stable sort).
+    let mut at: Vec<u64> = ind_nodes(&exts, bs)
+        .iter()
+        .map(|n| {
+            let i = exts.partition_point(|e| e.lblk + e.len <= n.base);
+            exts.get(i).map_or(n.base, |e| e.lblk.max(n.base))
+        })
+        .collect();
+    at.sort();
+    let mut steps = Vec::with_capacity(ranges.len() + at.len());
+    let mut next = at.iter().peekable();
+    for &(l, n) in ranges {
+        let (mut s, end) = (l, l + n);
+        while s < end {
+            while next.next_if(|&&x| x <= s).is_some() {
+                steps.push(Step::Map);
+            }
+            let stop = next.peek().map_or(end, |&&x| x.min(end));
+            steps.push(Step::Data {
+                lblk: s,
+                len: stop - s,
+            });
+            s = stop;
+        }
+    }
+    steps
+}
+
 /// The physical block of logical block `l`, if mapped.
 fn lookup(exts: &[Ext], l: u64) -> Option<u64> {
     let i = exts.partition_point(|e| e.lblk + e.len <= l);
@@ -321,6 +372,33 @@ mod tests {
         assert_eq!(v.len(), 3);
         assert_eq!(v[2].len, 70000 - 65536);
         assert_eq!(v[1].pblk, 100 + 32768);
+    }
+
+    #[test]
+    fn indirect_blocks_precede_the_data_they_map() {
+        // 1 KiB blocks: 12 direct, IND for 12..268, DIND from 268.
+        let seq = ind_sequence(&[(0, 300)], 1024);
+        assert_eq!(
+            seq,
+            vec![
+                Step::Data { lblk: 0, len: 12 },
+                Step::Map,
+                Step::Data { lblk: 12, len: 256 },
+                Step::Map,
+                Step::Map,
+                Step::Data { lblk: 268, len: 32 },
+            ]
+        );
+        let seq = ind_sequence(&[(0, 1), (5000, 2)], 1024);
+        assert_eq!(
+            seq,
+            vec![
+                Step::Data { lblk: 0, len: 1 },
+                Step::Map,
+                Step::Map,
+                Step::Data { lblk: 5000, len: 2 },
+            ]
+        );
     }
 
     #[test]

@@ -83,7 +83,7 @@ use crate::tree::Tree;
 pub use journal::JournalSpec;
 use layout::Geometry;
 use map::Ext;
-use place::{alloc_run, journal_goal, number_inodes, Output};
+use place::{journal_goal, number_inodes, Output};
 use prepare::{map_estimate, order_nodes, prepare, Features};
 use size::{journal_spec, target_superblock, too_small};
 
@@ -373,20 +373,14 @@ pub fn build(tree: &Tree, source_sb: &Superblock, opts: &BuildOptions) -> Result
     };
     // The journal: contiguous from the middle of the filesystem, as mke2fs does
     // for extent-mapped journals (block-mapped ones it starts in group 0).
-    let journal_exts = match &journal {
-        Some(j) => {
-            let goal = if f.extents {
-                journal_goal(&sb, &geo, &alloc)
-            } else {
-                geo.first
-            };
-            Some(
-                alloc_run(&mut alloc, goal, u64::from(j.blocks))
-                    .ok_or_else(|| too_small(&sb, min_blocks))?,
-            )
-        }
-        None => None,
-    };
+    if let Some(j) = &journal {
+        let goal = if f.extents {
+            journal_goal(&sb, &geo, &alloc)
+        } else {
+            geo.first
+        };
+        out.journal_inode(j, goal, &mut alloc, min_blocks)?;
+    }
 
     // Inode numbers.
     let orphan_file = sb.has_compat(compat::ORPHAN_FILE);
@@ -396,9 +390,6 @@ pub fn build(tree: &Tree, source_sb: &Superblock, opts: &BuildOptions) -> Result
     }
     out.place_inodes(tree, &order, &preps, &inos, &links, &mut alloc, min_blocks)?;
 
-    if let (Some(j), Some(exts)) = (&journal, &journal_exts) {
-        out.journal_inode(j, exts, &mut alloc, min_blocks)?;
-    }
     if let Some(d) = resize_dind {
         out.resize_inode(d)?;
     }

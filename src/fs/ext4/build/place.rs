@@ -209,6 +209,16 @@ pub(super) fn number_inodes(
     Ok((inos, orphan))
 }
 
+/// An inode's placed blocks: its data extents (logical to physical), its map
+/// (`i_block` and the number of map blocks) and the block after the last one
+/// used.
+pub(super) struct Mapped {
+    pub(super) data: Vec<Ext>,
+    pub(super) i_block: [u8; 60],
+    pub(super) map_blocks: u64,
+    pub(super) end: u64,
+}
+
 /// Everything produced while placing inodes, turned into a plan at the end.
 pub(super) struct Output<'a> {
     pub(super) sb: Superblock,
@@ -359,42 +369,96 @@ impl<'a> Output<'a> {
         self.geo.group_first(g)
     }
 
-    /// Allocate the map blocks for `exts`, encode the map, and return `i_block`
-    /// and the number of map blocks.
-    pub(super) fn map_blocks(
+    /// Allocate an inode's blocks for the logical `ranges` (sorted `(first,
+    /// count)`) from `goal` on, with its map, and encode the map. Extent-mapped
+    /// files get their data contiguously and the tree blocks after it;
+    /// indirect-mapped ones get each indirect block right before the data it
+    /// maps, as ext2/3 lay them out.
+    pub(super) fn alloc_mapped(
         &mut self,
-        exts: &[Ext],
-        seed: u32,
         alloc: &mut alloc::Alloc,
         goal: u64,
+        ranges: &[(u64, u64)],
+        seed: u32,
         min_blocks: u64,
-    ) -> Result<([u8; 60], u64)> {
+    ) -> Result<Mapped> {
         let bs = self.geo.bs as usize;
+        let full = |s: &Self| too_small(&s.sb, min_blocks);
         if self.f.extents {
-            let entries = map::leaf_entries(exts);
+            let mut data: Vec<Ext> = Vec::new();
+            let mut at = goal;
+            for &(l, n) in ranges {
+                let mut e = alloc_run(alloc, at, n).ok_or_else(|| full(self))?;
+                for x in &mut e {
+                    x.lblk += l;
+                }
+                if let Some(last) = e.last() {
+                    at = last.pblk + last.len;
+                }
+                data.extend(e);
+            }
+            let entries = map::leaf_entries(&data);
             let n = map::extent_tree_blocks(entries.len() as u64, bs);
-            let phys = self.alloc_blocks(alloc, goal, n, min_blocks)?;
+            let phys = self.alloc_blocks(alloc, at, n, min_blocks)?;
+            let end = phys.last().map_or(at, |&p| p + 1).max(at);
             let enc = map::encode_extents(&entries, &phys, bs, seed, self.f.csum);
             for (b, bytes) in enc.blocks {
                 self.put(b, bytes);
             }
-            Ok((enc.i_block, n))
-        } else {
-            let n = map::ind_blocks(exts, bs);
-            let phys = self.alloc_blocks(alloc, goal, n, min_blocks)?;
-            if phys
-                .iter()
-                .chain(exts.iter().map(|e| &e.pblk))
-                .any(|&p| p > u64::from(u32::MAX))
-            {
-                return Err(Error::unsupported("indirect-mapped blocks past 2^32"));
-            }
-            let enc = map::encode_indirect(exts, &phys, bs);
-            for (b, bytes) in enc.blocks {
-                self.put(b, bytes);
-            }
-            Ok((enc.i_block, n))
+            return Ok(Mapped {
+                data,
+                i_block: enc.i_block,
+                map_blocks: n,
+                end,
+            });
         }
+        let steps = map::ind_sequence(ranges, bs);
+        let total: u64 = steps
+            .iter()
+            .map(|s| match s {
+                map::Step::Data { len, .. } => *len,
+                map::Step::Map => 1,
+            })
+            .sum();
+        let runs = alloc_run(alloc, goal, total).ok_or_else(|| full(self))?;
+        let end = runs.last().map_or(goal, |e| e.pblk + e.len);
+        // Walk the physical runs and hand out blocks in step order.
+        let mut phys_iter = runs.iter().flat_map(|e| e.pblk..e.pblk + e.len);
+        let mut data: Vec<Ext> = Vec::new();
+        let mut nodes = Vec::new();
+        for st in steps {
+            match st {
+                map::Step::Map => nodes.push(phys_iter.next().unwrap_or(0)),
+                map::Step::Data { lblk, len } => {
+                    for k in 0..len {
+                        let p = phys_iter.next().unwrap_or(0);
+                        match data.last_mut() {
+                            Some(d) if d.pblk + d.len == p && d.lblk + d.len == lblk + k => {
+                                d.len += 1
+                            }
+                            _ => data.push(Ext {
+                                lblk: lblk + k,
+                                pblk: p,
+                                len: 1,
+                            }),
+                        }
+                    }
+                }
+            }
+        }
+        if end > u64::from(u32::MAX) {
+            return Err(Error::unsupported("indirect-mapped blocks past 2^32"));
+        }
+        let enc = map::encode_indirect(&data, &nodes, bs);
+        for (b, bytes) in enc.blocks {
+            self.put(b, bytes);
+        }
+        Ok(Mapped {
+            data,
+            i_block: enc.i_block,
+            map_blocks: nodes.len() as u64,
+            end,
+        })
     }
 
     pub(super) fn alloc_blocks(
@@ -530,7 +594,7 @@ impl<'a> Output<'a> {
                 blocks += 1;
                 self.stats.xattr_block_refs += 1;
             }
-            let mut data_exts: Vec<Ext> = Vec::new();
+            let mut mapped: Option<Mapped> = None;
             match &prep.body {
                 Body::InBlock(ib) => rec.i_block = *ib,
                 Body::Inline { i_block, .. } => {
@@ -539,36 +603,23 @@ impl<'a> Output<'a> {
                     self.stats.inline_inodes += 1;
                 }
                 Body::Link(target) => {
-                    let e =
-                        alloc_run(alloc, goal, 1).ok_or_else(|| too_small(&self.sb, min_blocks))?;
-                    self.put(e[0].pblk, target.clone());
-                    data_exts = e;
+                    let m = self.alloc_mapped(alloc, goal, &[(0, 1)], seed, min_blocks)?;
+                    if let Some(e) = m.data.first() {
+                        self.put(e.pblk, target.clone());
+                    }
+                    mapped = Some(m);
                 }
                 Body::File(ranges) => {
                     let runs: &[crate::tree::Run] = match &node.kind {
                         Kind::File(r) => r,
                         _ => &[],
                     };
-                    let mut at = goal;
-                    for &(l, n) in ranges {
-                        let mut e = alloc_run(alloc, at, n)
-                            .ok_or_else(|| too_small(&self.sb, min_blocks))?;
-                        for x in &mut e {
-                            x.lblk += l;
-                        }
-                        if let Some(last) = e.last() {
-                            at = last.pblk + last.len;
-                        }
-                        data_exts.extend(e);
-                    }
-                    let physical_runs = data_exts
-                        .windows(2)
-                        .filter(|w| w[0].pblk + w[0].len != w[1].pblk)
-                        .count();
-                    if physical_runs > 0 {
+                    let m = self.alloc_mapped(alloc, goal, ranges, seed, min_blocks)?;
+                    if m.data.len() > ranges.len() {
                         self.stats.fragmented_files += 1;
                     }
-                    self.copy_runs(runs, &data_exts)?;
+                    self.copy_runs(runs, &m.data)?;
+                    mapped = Some(m);
                 }
                 Body::Dir(shape) => {
                     let parent = order.parent.get(&id).copied().unwrap_or(tree.root);
@@ -593,14 +644,13 @@ impl<'a> Output<'a> {
                         }
                         dir::DirOut::Blocks { data, indexed } => {
                             let n = data.len() as u64 / bs;
-                            let e = alloc_run(alloc, goal, n)
-                                .ok_or_else(|| too_small(&self.sb, min_blocks))?;
-                            for x in &e {
+                            let m = self.alloc_mapped(alloc, goal, &[(0, n)], seed, min_blocks)?;
+                            for x in &m.data {
                                 let s = (x.lblk * bs) as usize;
                                 let t = ((x.lblk + x.len) * bs) as usize;
                                 self.put(x.pblk, data[s..t].to_vec());
                             }
-                            data_exts = e;
+                            mapped = Some(m);
                             rec.size = n * bs;
                             if indexed {
                                 rec.flags |= inode_flags::INDEX;
@@ -611,21 +661,13 @@ impl<'a> Output<'a> {
                     self.stats.directories += 1;
                 }
             }
-            if !data_exts.is_empty()
-                || (self.f.extents
-                    && matches!(prep.body, Body::File(_) | Body::Dir(_))
-                    && rec.flags & inode_flags::INLINE_DATA == 0)
-            {
-                let map_goal = data_exts.last().map_or(goal, |e| e.pblk + e.len);
-                let (ib, n) = self.map_blocks(&data_exts, seed, alloc, map_goal, min_blocks)?;
-                rec.i_block = ib;
+            if let Some(m) = mapped {
+                rec.i_block = m.i_block;
                 if self.f.extents {
                     rec.flags |= inode_flags::EXTENTS;
                 }
-                blocks += n + data_exts.iter().map(|e| e.len).sum::<u64>();
-                if let Some(last) = data_exts.last() {
-                    cursor = cursor.max(last.pblk + last.len);
-                }
+                blocks += m.map_blocks + m.data.iter().map(|e| e.len).sum::<u64>();
+                cursor = cursor.max(m.end);
             }
             rec.blocks_512 = blocks * (bs / 512);
             self.store_inode(ino, &rec, node.is_dir())?;
@@ -687,23 +729,26 @@ impl<'a> Output<'a> {
         Ok(())
     }
 
+    /// The journal inode (8): `spec.blocks` blocks from `goal` on, its
+    /// superblock in the first one, the rest holes (an empty journal).
     pub(super) fn journal_inode(
         &mut self,
         spec: &JournalSpec,
-        exts: &[Ext],
+        goal: u64,
         alloc: &mut alloc::Alloc,
         min_blocks: u64,
     ) -> Result<()> {
         let ino = special_ino::JOURNAL;
         let bs = self.geo.bs;
+        let seed = self.inode_seed(ino, 0);
+        let total = u64::from(spec.blocks);
+        let m = self.alloc_mapped(alloc, goal, &[(0, total)], seed, min_blocks)?;
+        let first = m.data.first().map_or(0, |e| e.pblk);
         self.put(
-            exts[0].pblk,
+            first,
             journal::superblock_block(spec, bs as u32, self.sb.s_uuid),
         );
-        let seed = self.inode_seed(ino, 0);
-        let goal = exts.last().map_or(0, |e| e.pblk + e.len);
-        let (ib, n) = self.map_blocks(exts, seed, alloc, goal, min_blocks)?;
-        let total: u64 = exts.iter().map(|e| e.len).sum();
+        let (ib, n) = (m.i_block, m.map_blocks);
         let rec = inode::InodeRec {
             mode: 0o100600,
             links: 1,
@@ -740,9 +785,9 @@ impl<'a> Output<'a> {
         const ORPHAN_BLOCK_MAGIC: u32 = 0x0b10_ca04;
         let bs = self.geo.bs;
         let goal = cursor.max(self.goal_for(ino));
-        let exts = alloc_run(alloc, goal, n).ok_or_else(|| too_small(&self.sb, min_blocks))?;
         let seed = self.inode_seed(ino, 0);
-        for e in &exts {
+        let mapped = self.alloc_mapped(alloc, goal, &[(0, n)], seed, min_blocks)?;
+        for e in &mapped.data {
             for b in e.pblk..e.pblk + e.len {
                 let mut block = vec![0u8; bs as usize];
                 let t = bs as usize - 8;
@@ -758,8 +803,7 @@ impl<'a> Output<'a> {
                 self.put(b, block);
             }
         }
-        let map_goal = exts.last().map_or(goal, |e| e.pblk + e.len);
-        let (ib, m) = self.map_blocks(&exts, seed, alloc, map_goal, min_blocks)?;
+        let (ib, m) = (mapped.i_block, mapped.map_blocks);
         let rec = inode::InodeRec {
             mode: 0o100600,
             links: 1,
@@ -777,7 +821,7 @@ impl<'a> Output<'a> {
             ..Default::default()
         };
         self.store_inode(ino, &rec, false)?;
-        Ok(map_goal + m)
+        Ok(mapped.end)
     }
 
     pub(super) fn resize_inode(&mut self, dind: u64) -> Result<()> {
