@@ -300,7 +300,12 @@ impl<'a> Output<'a> {
     }
 
     /// Owned metadata bytes at block `blk`.
+    /// All-zero metadata (a reserved GDT block with no backups to list, say) is
+    /// left a hole: it reads back the same.
     pub(super) fn put(&mut self, blk: u64, bytes: Vec<u8>) {
+        if bytes.iter().all(|&b| b == 0) {
+            return;
+        }
         self.stats.metadata_bytes += bytes.len() as u64;
         self.plan.bytes(blk * self.geo.bs, bytes);
     }
