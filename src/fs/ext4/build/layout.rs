@@ -230,7 +230,7 @@ impl Geometry {
             rem = last_grp - g + 1;
             table_offset = self.flex;
             let mut prev_block = 0;
-            if g % self.flex != 0 {
+            if !g.is_multiple_of(self.flex) {
                 prev_block = prev(|t| t.block_bitmap) + 1;
             } else if last_grp == self.groups - 1 {
                 // The last flex group keeps its tables contiguous.
@@ -256,7 +256,7 @@ impl Geometry {
         a.reserve(bb, 1)?;
 
         if flex {
-            let prev_block = if g % self.flex != 0 {
+            let prev_block = if !g.is_multiple_of(self.flex) {
                 prev(|t| t.inode_bitmap) + 1
             } else {
                 bb + table_offset
@@ -272,7 +272,7 @@ impl Geometry {
 
         let mut table_start = group_blk;
         if flex {
-            let prev_block = if g % self.flex != 0 {
+            let prev_block = if !g.is_multiple_of(self.flex) {
                 prev(|t| t.inode_table) + self.itb
             } else {
                 ib + table_offset

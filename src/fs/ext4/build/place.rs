@@ -1155,7 +1155,7 @@ impl<'a> Output<'a> {
 /// Set bits `from..to` of a bitmap.
 pub(super) fn set_bits(bm: &mut [u8], from: u64, to: u64) {
     let mut b = from;
-    while b < to && b % 8 != 0 {
+    while b < to && !b.is_multiple_of(8) {
         bm[(b / 8) as usize] |= 1 << (b % 8);
         b += 1;
     }
