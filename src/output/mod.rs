@@ -5,3 +5,4 @@ pub mod convert;
 pub mod plan;
 pub mod report;
 pub mod sink;
+pub mod write;
