@@ -153,9 +153,11 @@ pub fn debugfs(img: &Path, script: &[u8], write: bool) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// One debugfs request.
+/// One read-only debugfs request (`-R`: its output is not preceded by an echo of
+/// the command, as `-f` output is).
 pub fn debugfs_cmd(img: &Path, cmd: &str) -> String {
-    debugfs(img, cmd.as_bytes(), false)
+    let out = run(Command::new("debugfs").arg("-R").arg(cmd).arg(img));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The low 32 bits and the extra word of an ext4 timestamp

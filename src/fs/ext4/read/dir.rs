@@ -221,6 +221,8 @@ fn dx_index_blocks(
     };
     ctx.read_block(root_p, buf)?;
     index.insert(0);
+    // Limits and checksum first: a damaged root then reports as such.
+    let mut level_nodes = dx_node_children(ctx, ino, buf, DX_ROOT_COUNT_OFFSET, w)?;
     let info_bytes: &[u8; 8] = buf[0x18..0x20].try_into().expect("8 bytes");
     let info = DxRootInfo::decode(info_bytes);
     if info.reserved_zero != 0 || info.info_length != 8 {
@@ -257,7 +259,6 @@ fn dx_index_blocks(
             ),
         ));
     }
-    let mut level_nodes = dx_node_children(ctx, ino, buf, DX_ROOT_COUNT_OFFSET, w)?;
     for level in 1..=info.indirect_levels {
         let mut next = Vec::new();
         for l in level_nodes {

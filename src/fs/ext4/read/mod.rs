@@ -112,11 +112,12 @@ pub struct VolumeInfo {
 }
 
 /// The signature of a journal replayer (see [`journal::replay`]).
-pub(crate) type ReplayFn = dyn Fn(
-    &Superblock,
-    &JournalLocation,
-    &(dyn Fn(u64, &mut [u8]) -> Result<()> + Sync),
-) -> Result<(Overlay, ReplayReport)>;
+pub(crate) type ReplayFn<'a> = dyn Fn(
+        &Superblock,
+        &JournalLocation,
+        &(dyn Fn(u64, &mut [u8]) -> Result<()> + Sync),
+    ) -> Result<(Overlay, ReplayReport)>
+    + 'a;
 
 /// Open an ext4 (or ext2/ext3) volume and read its whole tree.
 pub fn open(volume: Arc<dyn Disk>, opts: &ReadOptions) -> Result<Ext4Volume> {
@@ -136,7 +137,7 @@ pub fn read_superblock(volume: &dyn Disk) -> Result<Superblock> {
 pub(crate) fn open_with_replayer(
     volume: Arc<dyn Disk>,
     opts: &ReadOptions,
-    replayer: &ReplayFn,
+    replayer: &ReplayFn<'_>,
 ) -> Result<Ext4Volume> {
     let mut warnings = Vec::new();
     let sb0 = read_superblock(&*volume)?;
