@@ -460,3 +460,48 @@ fn external_journal_is_refused() {
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
     assert!(e.to_string().contains("external journal"), "{e}");
 }
+
+/// Two inodes naming one xattr block (as the kernel's mbcache sharing does):
+/// both get its attributes, and the block is decoded once (one interned set).
+#[test]
+fn shared_xattr_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = &[
+        "-t",
+        "ext4",
+        "-b",
+        "1024",
+        "-I",
+        "128",
+        "-O",
+        "^metadata_csum",
+    ];
+    let img = image(dir.path(), "share", args, "8M", |src| {
+        for n in ["a", "b"] {
+            let p = src.join(n);
+            std::fs::write(&p, n).unwrap();
+            let v = format!("value of {n}");
+            rustix::fs::setxattr(&p, "user.k", v.as_bytes(), rustix::fs::XattrFlags::empty())
+                .unwrap();
+        }
+    });
+    let acl = |p: &str| -> u64 {
+        debugfs_cmd(&img, &format!("stat {p}"))
+            .split("File ACL: ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let a = acl("/a");
+    common::ext4img::debugfs(&img, format!("sif /b file_acl {a}\n").as_bytes(), true);
+    let vol = open(&img).unwrap();
+    let t = &vol.tree;
+    let xa = &t.node(t.resolve(b"/a", false).unwrap()).xattrs;
+    let xb = &t.node(t.resolve(b"/b", false).unwrap()).xattrs;
+    assert_eq!(xa, xb, "same interned attributes");
+    assert_eq!(t.xattr_value(&xb[0]), b"value of a");
+}

@@ -593,3 +593,50 @@ fn tiny_tree_every_variant() {
         check::assert_same(&vol.tree, &model, &expect(&v), v.name);
     }
 }
+
+/// Values too large for a block live in EA inodes (ea_inode): read them from
+/// there, and share nothing wrongly between the inodes that use one value.
+#[test]
+fn xattr_values_in_ea_inodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let big: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
+    for (name, extra) in [("f", None), ("g", Some(&b"x"[..]))] {
+        let p = src.join(name);
+        std::fs::write(&p, name).unwrap();
+        rustix::fs::setxattr(&p, "user.big", &big, rustix::fs::XattrFlags::empty()).unwrap();
+        if let Some(v) = extra {
+            rustix::fs::setxattr(&p, "user.small", v, rustix::fs::XattrFlags::empty()).unwrap();
+        }
+    }
+    let v = Variant {
+        name: "ea_inode",
+        mkfs: &["-t", "ext4", "-b", "1024", "-O", "ea_inode"],
+        block_size: 1024,
+        inode_size: 256,
+        ext4_view: false,
+        fix_sizes: false,
+        htree: false,
+    };
+    let img = dir.path().join("ea.img");
+    ext4img::mkfs(&img, &v, Some(&src), "8M", &[]);
+    assert!(ext4img::debugfs_cmd(&img, "stat /f").contains("user.big (3000)"));
+    let vol = open_image(&img);
+    let t = &vol.tree;
+    for name in ["f", "g"] {
+        let id = t.resolve(format!("/{name}").as_bytes(), false).unwrap();
+        let got: BTreeMap<&[u8], &[u8]> = t
+            .node(id)
+            .xattrs
+            .iter()
+            .map(|x| (t.xattr_name(x), t.xattr_value(x)))
+            .collect();
+        let want = gen::xattrs_of(&src.join(name));
+        let want: BTreeMap<&[u8], &[u8]> = want.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        assert_eq!(got, want, "/{name}");
+        assert_eq!(t.read_all(id, 10).unwrap(), name.as_bytes());
+    }
+    // The EA inodes themselves are not in the tree.
+    assert_eq!(vol.info.reachable_inodes, 4);
+}

@@ -175,6 +175,7 @@ pub(crate) fn open_with_replayer(
             ));
         }
         let raw = Ctx::new(&*volume, &empty, &sb0, &groups0, opts.verify_checksums)?;
+        raw.check_inode_tables()?;
         let loc = journal_location(&raw, sb0.s_journal_inum)?;
         jinfo.kind = "internal".into();
         jinfo.inode = Some(sb0.s_journal_inum);
@@ -442,7 +443,16 @@ impl<'a> Ctx<'a> {
                 format!("group {g} does not exist"),
             )
         })?;
-        Ok(gd.inode_table * u64::from(self.bs) + i * u64::from(self.sb.inode_size()))
+        gd.inode_table
+            .checked_mul(u64::from(self.bs))
+            .and_then(|t| t.checked_add(i * u64::from(self.sb.inode_size())))
+            .ok_or_else(|| {
+                Error::corrupt(
+                    "ext4 group descriptor",
+                    Location::Entry(g as u64),
+                    format!("inode table at block {}", gd.inode_table),
+                )
+            })
     }
 
     /// Every group's inode table must lie inside the filesystem, so that later

@@ -6,6 +6,11 @@
 //! `system.data` (inline data) is content, not an attribute: it is handed back
 //! separately and never listed. External blocks are shared between inodes, so
 //! each is decoded once and cached by block number.
+//!
+//! ea_inode is supported: a value stored in an EA inode is read from that
+//! inode's data (at most 16 MiB, the kernel's limit) and cached by inode
+//! number, since equal values share one EA inode. EA inodes are not part of the
+//! tree; a builder re-creates them if it needs to.
 
 use std::sync::Arc;
 
