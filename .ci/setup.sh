@@ -27,6 +27,9 @@ have db_load       || need_pkgs+=(db-util)
 have pvcreate      || need_pkgs+=(lvm2)
 have clang         || need_pkgs+=(clang)
 have /usr/bin/time || need_pkgs+=(time)
+have debugfs       || need_pkgs+=(e2fsprogs)
+have setfattr      || need_pkgs+=(attr)
+have setfacl       || need_pkgs+=(acl)
 [ -e /usr/lib/grub/i386-pc/modinfo.sh ] || need_pkgs+=(grub-pc-bin)
 # Test fixtures (tests/common, tests/boot): ssh host and user keys, files copied into
 # FAT images, rpmbuild for Rocky's rpmdb, pip to fetch the CentOS 7 rpmdb test data.

@@ -6,4 +6,5 @@ pub mod csum;
 pub mod group;
 pub mod journal;
 pub mod ondisk;
+pub mod read;
 pub mod superblock;
