@@ -66,6 +66,29 @@ enum Command {
         #[arg(long, value_parser = ["raw", "qcow2"])]
         format: Option<String>,
     },
+    /// Rebuild every ext4 filesystem of an image fresh, with no other change.
+    ///
+    /// Each ext2/3/4 volume is read into a tree (a dirty journal is replayed in
+    /// memory) and built anew with the source's geometry: same UUID, label, block
+    /// and inode size, features, hash and checksum seeds. Free space becomes holes,
+    /// so nothing deleted survives. Swap is re-created empty with the same UUID and
+    /// label. Everything else (partition table, boot code, BIOS boot and EFI
+    /// partitions, unknown partitions) is copied verbatim.
+    #[command(
+        after_help = "Examples:\n  imgsan repack disk.qcow2 -o disk.raw\n  imgsan repack disk.raw -o small.raw --shrink\n  imgsan repack disk.raw -o big.raw --size 20G"
+    )]
+    Repack {
+        /// The input image (RAW or QCOW2).
+        input: PathBuf,
+        /// The output RAW image, or "-" for standard output.
+        #[arg(short, long, value_name = "OUT")]
+        output: PathBuf,
+        #[command(flatten)]
+        size: SizeArgs,
+        /// Force the input format instead of detecting it.
+        #[arg(long, value_parser = ["raw", "qcow2"])]
+        format: Option<String>,
+    },
     /// Show what an image holds: format, sizes, partitions and filesystems.
     Inspect {
         /// The image to inspect.
@@ -77,6 +100,58 @@ enum Command {
         #[arg(long, value_parser = ["raw", "qcow2"])]
         format: Option<String>,
     },
+}
+
+/// How big the output disk is. Only the physically last volume changes size, and
+/// only if imgsan rebuilds it (ext2/3/4).
+#[derive(clap::Args, Debug, Clone)]
+struct SizeArgs {
+    /// Make the disk as small as its last filesystem allows, plus a margin.
+    #[arg(long, conflicts_with = "size")]
+    shrink: bool,
+    /// Free space kept by --shrink (default: the larger of 10% and 256M).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "shrink")]
+    margin: Option<u64>,
+    /// Make the disk exactly SIZE bytes (suffixes K, M, G, T: powers of 1024).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    size: Option<u64>,
+}
+
+impl SizeArgs {
+    fn disk_size(&self) -> imgsan::repack::DiskSize {
+        use imgsan::repack::DiskSize;
+        match (self.shrink, self.size) {
+            (true, _) => DiskSize::Shrink {
+                margin: self.margin,
+            },
+            (false, Some(n)) => DiskSize::Bytes(n),
+            (false, None) => DiskSize::Same,
+        }
+    }
+}
+
+/// "10G" -> 10 GiB; plain numbers are bytes.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown size suffix in {s:?} (use K, M, G or T)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 pub fn main() -> ExitCode {
@@ -206,6 +281,58 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                     output.display(),
                     stats.virtual_size,
                     stats.data_bytes
+                );
+            }
+            Ok(EXIT_CLEAN)
+        }
+        Command::Repack {
+            input,
+            output,
+            size,
+            format,
+        } => {
+            let opts = disk::OpenOptions {
+                format: format.clone(),
+            };
+            let image = imgsan::image::Image::open(input, &opts)
+                .with_context(|| input.display().to_string())?;
+            let volumes = imgsan::repack::read_volumes(&image, &Default::default())
+                .with_context(|| input.display().to_string())?;
+            let repacked = imgsan::repack::plan(&image, &volumes, size.disk_size())
+                .with_context(|| input.display().to_string())?;
+            let target = if output.as_os_str() == "-" {
+                Target::Stdout
+            } else {
+                Target::File(output.clone())
+            };
+            let progress = progress_for(cli);
+            let stats =
+                imgsan::output::write::write_plan(&repacked.plan, &target, progress.as_ref())?;
+            if !matches!(target, Target::Stdout) && !cli.quiet {
+                for v in &repacked.volumes {
+                    let note = v
+                        .note
+                        .as_deref()
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default();
+                    eprintln!(
+                        "imgsan: {}: {}, {} -> {}{note}",
+                        v.name,
+                        v.action,
+                        human(v.source_size),
+                        human(v.output_size)
+                    );
+                }
+                eprintln!(
+                    "imgsan: wrote {} ({} virtual, {} of data){}",
+                    output.display(),
+                    human(stats.len),
+                    human(stats.data_bytes),
+                    if repacked.table_rewritten {
+                        ", partition table rewritten"
+                    } else {
+                        ""
+                    }
                 );
             }
             Ok(EXIT_CLEAN)

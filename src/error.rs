@@ -98,6 +98,15 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// An error inside a part of the input (a partition, a volume), named by
+    /// `what` ("partition 3"), keeping the inner error's kind.
+    #[error("{what}: {source}")]
+    Within {
+        what: String,
+        #[source]
+        source: Box<Error>,
+    },
+
     /// An error that happened while reading a file other than the one the caller
     /// opened (a QCOW2 backing file, an external data file).
     #[error("{}: {source}", path.display())]
@@ -119,7 +128,7 @@ impl Error {
             Error::Checksum { .. } => ErrorKind::Checksum,
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::Output { .. } => ErrorKind::Output,
-            Error::InFile { source, .. } => source.kind(),
+            Error::InFile { source, .. } | Error::Within { source, .. } => source.kind(),
         }
     }
 
@@ -162,6 +171,13 @@ impl Error {
     pub fn unsupported(feature: impl Into<String>) -> Self {
         Error::Unsupported {
             feature: feature.into(),
+        }
+    }
+
+    pub fn within(what: impl Into<String>, source: Error) -> Self {
+        Error::Within {
+            what: what.into(),
+            source: Box::new(source),
         }
     }
 

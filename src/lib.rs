@@ -16,6 +16,7 @@ pub mod inspect;
 pub mod output;
 pub mod policy;
 pub mod progress;
+pub mod repack;
 pub mod rules;
 pub mod tree;
 

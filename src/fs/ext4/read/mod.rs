@@ -63,6 +63,11 @@ pub struct Ext4Volume {
     /// What journal replay did.
     pub journal: ReplayReport,
     pub info: VolumeInfo,
+    /// The journal's superblock (after replay), for rebuilding the journal with the
+    /// same size and features. `None` without a journal or when it is unreadable.
+    pub journal_sb: Option<super::journal::ondisk::JournalSuperblock>,
+    /// The orphan file's size in blocks, when the filesystem has one.
+    pub orphan_file_blocks: Option<u32>,
 }
 
 /// The journal, as `inspect` shows it.
@@ -159,6 +164,7 @@ pub(crate) fn open_with_replayer(
         ..Default::default()
     };
     let mut overlay = Overlay::default();
+    let mut journal_loc = None;
     if sb0.has_compat(compat::HAS_JOURNAL) {
         if sb0.s_journal_inum == 0 {
             if sb0.s_journal_dev != 0 || sb0.s_journal_uuid != [0; 16] {
@@ -177,6 +183,7 @@ pub(crate) fn open_with_replayer(
         let raw = Ctx::new(&*volume, &empty, &sb0, &groups0, opts.verify_checksums)?;
         raw.check_inode_tables()?;
         let loc = journal_location(&raw, sb0.s_journal_inum)?;
+        journal_loc = Some(loc.clone());
         jinfo.kind = "internal".into();
         jinfo.inode = Some(sb0.s_journal_inum);
         jinfo.blocks = loc.len_blocks;
@@ -223,6 +230,29 @@ pub(crate) fn open_with_replayer(
     let orphans = orphan::count(&ctx, &mut warnings);
     tree.finish()?;
 
+    // What a rebuild needs to recreate the journal and the orphan file as they
+    // were: read through the overlay, so a replayed journal superblock counts.
+    let journal_sb = match &journal_loc {
+        Some(loc) => {
+            let read_block = |n: u64, buf: &mut [u8]| ctx.read_block(n, buf);
+            match journal::read_superblock(&sb, loc, &read_block) {
+                Ok(j) => Some(j),
+                Err(e) => {
+                    warnings.push(format!("journal superblock unreadable ({e}); a rebuild uses default journal settings"));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let orphan_file_blocks = if sb.has_compat(compat::ORPHAN_FILE) && sb.s_orphan_file_inum != 0 {
+        let raw = ctx.read_inode_raw(sb.s_orphan_file_inum)?;
+        let ino = inode::Inode::parse(&ctx, sb.s_orphan_file_inum, &raw)?;
+        u32::try_from(ino.size / u64::from(ctx.bs)).ok()
+    } else {
+        None
+    };
+
     let free_blocks: u64 = groups.iter().map(|g| u64::from(g.free_blocks_count)).sum();
     let free_inodes: u64 = groups.iter().map(|g| u64::from(g.free_inodes_count)).sum();
     let blocks_count = sb.blocks_count();
@@ -260,6 +290,8 @@ pub(crate) fn open_with_replayer(
         tree,
         journal: report,
         info,
+        journal_sb,
+        orphan_file_blocks,
     })
 }
 

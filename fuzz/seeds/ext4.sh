@@ -4,10 +4,11 @@
 # xattrs, an ACL, long and short symlinks, devices, and a directory big enough
 # to span blocks; the variants cover extents, block maps, inline data, 128-byte
 # inodes, metadata_csum or not, and one with a journal.
+# Usage: fuzz/seeds/ext4.sh [DIR]   (default fuzz/corpus/ext4)
 set -euo pipefail
-cd "$(dirname "$0")"
-out=corpus/ext4
+out=${1:-$(dirname "$0")/../corpus/ext4}
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 src=$work/src
