@@ -249,3 +249,208 @@ pub fn check(image: &Image, inputs: &Inputs) -> Result<Report, CheckError> {
     }
     Ok(report(&volumes, inputs, image_info(image)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{Flavor, Kind, Node};
+
+    /// A tree of (path, content, mode) files; directories made on the way.
+    fn tree_with(files: &[(&str, &[u8], u16)]) -> Tree {
+        let mut t = Tree::new(Flavor::Synthetic, None);
+        for (path, body, mode) in files {
+            let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+            let mut cur = t.root;
+            for (i, p) in parts.iter().enumerate() {
+                if i + 1 == parts.len() {
+                    let mut n = Node::new(Kind::File(vec![]));
+                    n.perm = *mode;
+                    let f = t.add_node(n);
+                    t.link(cur, p.as_bytes(), f).unwrap();
+                    t.set_content(f, body.to_vec());
+                } else {
+                    cur = match t.lookup(cur, p.as_bytes()) {
+                        Some(d) => d,
+                        None => {
+                            let mut n = Node::new(Kind::Dir(vec![]));
+                            n.perm = 0o755;
+                            let d = t.add_node(n);
+                            t.link(cur, p.as_bytes(), d).unwrap();
+                            d
+                        }
+                    };
+                }
+            }
+        }
+        t.finish().unwrap();
+        t
+    }
+
+    fn volume(tree: Tree, uuid: &str) -> LoadedVolume {
+        LoadedVolume {
+            name: "partition 1".into(),
+            id: VolumeId {
+                partition: Some(1),
+                fs_type: Some("ext4".into()),
+                uuid: Some(uuid.into()),
+                ..VolumeId::default()
+            },
+            size: 1 << 30,
+            partition_type: Some("Linux filesystem".into()),
+            efi_partition: false,
+            hibernated: false,
+            tree: Some(tree),
+            state: Some(FsState {
+                superblock_state: "clean".into(),
+                journal: "internal".into(),
+                ..FsState::default()
+            }),
+            error: None,
+        }
+    }
+
+    const FSTAB: &[u8] = b"UUID=aaaa / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n/lost.swap none swap sw 0 0\n/dev/disk/by-id/virtio-x /data ext4 defaults 0 2\n";
+    const PASSWD: &[u8] =
+        b"root:x:0:0:root:/root:/bin/bash\nalice:x:1001:1001::/home/alice:/bin/bash\n";
+    const LICENCE: &[u8] = b"SERVER lic.example.org 0050569A1B2C 27000\nVENDOR acmed\nUSE_SERVER\n";
+
+    fn sample() -> Tree {
+        tree_with(&[
+            (
+                "/etc/os-release",
+                b"ID=ubuntu\nVERSION_ID=\"22.04\"\nPRETTY_NAME=\"Ubuntu 22.04.4 LTS\"\n",
+                0o644,
+            ),
+            ("/etc/fstab", FSTAB, 0o644),
+            ("/etc/passwd", PASSWD, 0o644),
+            ("/swapfile", &[0u8; 4096], 0o600),
+            ("/home/alice/venv/pyvenv.cfg", b"home = /usr/bin\n", 0o644),
+            ("/home/alice/venv/bin/tool", b"\x7fELF....", 0o755),
+            ("/home/alice/notes.txt", b"hello", 0o644),
+            ("/home/alice/\x1b[31mred", b"x", 0o644),
+            ("/opt/acme/bin/acme", &[7u8; 1000], 0o755),
+            ("/opt/acme/license.dat", LICENCE, 0o644),
+            ("/usr/local/bin/.keep", b"", 0o644),
+            ("/etc/mongod.conf", b"net:\n  bindIp: 0.0.0.0\n", 0o644),
+            (
+                "/etc/atmo/post-scripts.d/10-ok.sh",
+                b"#!/bin/bash\necho ok\n",
+                0o755,
+            ),
+        ])
+    }
+
+    #[test]
+    fn facts_of_a_synthetic_guest() {
+        let rules = RuleSet::embedded().unwrap();
+        let f = gather(&[volume(sample(), "AAAA")], &rules);
+        assert_eq!(f.root_volume, Some(0));
+        assert_eq!(f.volumes[0].mount_point.as_deref(), Some("/"));
+        let os = f.os.as_ref().unwrap();
+        assert_eq!(
+            (os.id.as_str(), os.version.as_ref().unwrap().text.as_str()),
+            ("ubuntu", "22.04")
+        );
+        // The swap file exists, the other is missing, by-id cannot be resolved.
+        let m: Vec<(bool, Option<bool>)> = f
+            .mounts
+            .iter()
+            .map(|m| (m.resolved(), m.swap_file_present))
+            .collect();
+        assert_eq!(
+            m,
+            [
+                (true, None),
+                (true, Some(true)),
+                (false, Some(false)),
+                (true, None)
+            ]
+        );
+        let home = f.homes.iter().find(|h| h.path == "/home/alice").unwrap();
+        assert_eq!(home.owner.as_deref(), Some("alice"));
+        assert_eq!((home.files, home.bytes), (4, 16 + 8 + 5 + 1));
+        let sw: Vec<&str> = f.home_software.iter().map(|h| h.path.as_str()).collect();
+        assert_eq!(sw, ["/home/alice/venv"]);
+        let out: Vec<(&str, u64, u64)> = f
+            .outside_packages
+            .iter()
+            .map(|o| (o.path.as_str(), o.entry.size, o.entry.files))
+            .collect();
+        assert_eq!(
+            out,
+            [
+                ("/opt/acme", 1000 + LICENCE.len() as u64, 2),
+                ("/usr/local/bin", 0, 1)
+            ]
+        );
+        assert_eq!(f.daemon_configs.len(), 1);
+        assert_eq!(f.denylist.licence_files.len(), 1);
+        assert_eq!(f.denylist.licence_files[0].vendors, ["acmed"]);
+        assert_eq!(f.post_scripts.scripts.len(), 1);
+        assert_eq!(f.walk.files, 13);
+        assert!(f.cloud.sshd_binary.is_none() && f.cloud.python_binaries.is_empty());
+
+        // The checks that follow from these facts.
+        let inputs = Inputs {
+            rules,
+            request: None,
+            name: Some("acme-box".into()),
+            description: Some("An image for the acme workshop, with tools".into()),
+            extra_featured: vec![],
+            existing: vec![],
+            today: Date::new(2024, 6, 1).unwrap(),
+        };
+        let (ran, findings) = evaluate(&f, &inputs);
+        assert_eq!(ran.len(), crate::policy::ids::CHECKS.len());
+        let mut ids: Vec<&str> = findings.iter().map(|f| f.check_id.as_str()).collect();
+        ids.sort();
+        assert_eq!(
+            ids,
+            [
+                "access.python-missing",
+                "access.sshd-missing",
+                "network.open-daemon",
+                "os.not-recommended",
+                "software.in-home",
+                "software.license-file",
+                "volumes.detached",
+            ]
+        );
+        let detached = findings
+            .iter()
+            .find(|f| f.check_id == "volumes.detached")
+            .unwrap();
+        assert!(detached.evidence[0].contains("/lost.swap"), "{detached:?}");
+
+        // Guest names cannot drive the terminal.
+        let text = text::render(&f);
+        assert!(!text.contains('\x1b'), "{text}");
+    }
+
+    #[test]
+    fn no_guest_runs_only_the_image_wide_checks() {
+        let rules = RuleSet::embedded().unwrap();
+        let mut swap = volume(tree_with(&[("/x", b"", 0o644)]), "BBBB");
+        swap.tree = None;
+        swap.id.fs_type = Some("swsuspend".into());
+        swap.hibernated = true;
+        let f = gather(&[swap], &rules);
+        assert!(f.root_volume.is_none());
+        let inputs = Inputs {
+            rules,
+            request: None,
+            name: None,
+            description: None,
+            extra_featured: vec![],
+            existing: vec![],
+            today: Date::new(2024, 6, 1).unwrap(),
+        };
+        let (ran, findings) = evaluate(&f, &inputs);
+        assert!(!ran.iter().any(|r| r.starts_with("access.")));
+        let ids: Vec<&str> = findings.iter().map(|f| f.check_id.as_str()).collect();
+        assert!(
+            ids.contains(&"os.unknown") && ids.contains(&"state.hibernated"),
+            "{ids:?}"
+        );
+    }
+}
