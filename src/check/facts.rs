@@ -516,7 +516,9 @@ fn packages(ns: &Namespace<'_>, files: &NsFiles<'_, '_>, facts: &mut Facts) {
             let list = software::from_dpkg(&status);
             let mut logs: Vec<Vec<u8>> = Vec::new();
             for p in dpkg::LOG_PATHS {
-                if let Ok(b) = ns.read(p.as_bytes(), FACT_FILE_LIMIT) {
+                // Real dpkg logs are a few MiB; a bigger one is skipped rather
+                // than loaded.
+                if let Ok(b) = ns.read(p.as_bytes(), 64 << 20) {
                     logs.push(b);
                 }
             }
