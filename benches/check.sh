@@ -27,7 +27,7 @@ for tool in mke2fs sgdisk qemu-img hyperfine python3 /usr/bin/time; do
 done
 
 cargo build --release --quiet
-IMGSAN=$PWD/target/release/imgsan
+IMGSAN=${CARGO_TARGET_DIR:-$PWD/target}/release/imgsan
 
 mkdir -p "$WORK"
 RAW=$WORK/disk-${FILES}f-${DATA_MIB}m.raw
