@@ -11,13 +11,16 @@ use std::sync::Mutex;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use imgsan::check;
 use imgsan::disk;
 use imgsan::output::convert::{self, Target};
+use imgsan::output::report;
 use imgsan::progress::{Progress, Silent, Unit};
+use imgsan::rules::RuleSet;
 use imgsan::ErrorKind;
 
 pub const EXIT_CLEAN: u8 = 0;
-#[allow(dead_code)] // returned by `check` and `sanitize`
+#[allow(dead_code)] // `check` returns it through `report::exit_code`
 pub const EXIT_VIOLATIONS: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_UNREADABLE: u8 = 3;
@@ -33,7 +36,7 @@ inspects the guest, checks it against an imaging policy, strips user data and wr
 a sparse RAW image ready for upload.\n\n\
 Exit codes: 0 clean, 1 policy violations found, 2 usage or rules-file error, \
 3 image unreadable or unsupported, 4 output could not be written.",
-    after_help = "Examples:\n  imgsan inspect disk.qcow2\n  imgsan convert disk.qcow2 -o disk.raw\n  imgsan convert disk.qcow2 -o - | gzip > disk.raw.gz"
+    after_help = "Examples:\n  imgsan inspect disk.qcow2\n  imgsan check disk.qcow2 --name Genomics-v2 --description \"Ubuntu 22.04 with samtools for the workshop\"\n  imgsan check disk.qcow2 --request request.yaml --format junit -o check.xml\n  imgsan rules show policy > policy.yaml && imgsan rules check policy.yaml\n  imgsan convert disk.qcow2 -o disk.raw\n  imgsan convert disk.qcow2 -o - | gzip > disk.raw.gz"
 )]
 struct Cli {
     /// Worker threads for parallel work (default: one per core).
@@ -89,17 +92,122 @@ enum Command {
         #[arg(long, value_parser = ["raw", "qcow2"])]
         format: Option<String>,
     },
-    /// Show what an image holds: format, sizes, partitions and filesystems.
+    /// Show what an image holds: format, sizes, partitions, filesystems, and the
+    /// guest's facts.
+    ///
+    /// The facts: OS and version, filesystems and whether they were unmounted
+    /// cleanly, every fstab entry and how it resolved, users and groups, home
+    /// directories with sizes, installed packages (dpkg or rpm), software under
+    /// /opt and /usr/local, cloud components (cloud-init, sshd, python, kernels),
+    /// post-boot scripts, daemon configurations and denylist matches. Nothing is
+    /// judged here; `imgsan check` applies the policy.
+    #[command(
+        after_help = "Examples:\n  imgsan inspect disk.qcow2\n  imgsan inspect disk.raw --json | jq '.facts.os'\n  imgsan inspect disk.raw --json | jq -r '.facts.packages.dpkg[].name'"
+    )]
     Inspect {
         /// The image to inspect.
         input: PathBuf,
-        /// Print JSON instead of text.
+        /// Print JSON instead of text: the disk summary's fields, and `facts`.
         #[arg(long)]
         json: bool,
         /// Force the input format instead of detecting it.
         #[arg(long, value_parser = ["raw", "qcow2"])]
         format: Option<String>,
+        /// Rules directory whose denylist and post-scripts folder to use
+        /// (default: the built-in rules).
+        #[arg(long, value_name = "DIR")]
+        rules: Option<PathBuf>,
     },
+    /// Check an image against the imaging policy and write a report.
+    ///
+    /// Reads the guest (no VM, no mount), then checks: the OS and its end of
+    /// life, filesystem types, fstab volumes (detached volumes, network mounts
+    /// without nofail), the image name and description, licensed and
+    /// cloud-unsuitable software (denylist: packages, paths, known binaries,
+    /// licence files), post-boot scripts, sshd and python, software under /home,
+    /// open network daemons, hibernation and live capture. rules/README.md lists
+    /// every check id.
+    ///
+    /// Exit codes: 0 no error-level finding; 1 policy violations found; 2 usage,
+    /// rules or request file error (reported as file:line:column); 3 image
+    /// unreadable or unsupported; 4 the report could not be written.
+    #[command(
+        after_help = "Examples:\n  imgsan check disk.qcow2 --name Genomics-v2 --description \"Ubuntu 22.04 with samtools and bcftools for the spring workshop\"\n  imgsan check disk.raw --request request.yaml --existing-names my-images.txt\n  imgsan check disk.raw --request request.yaml --format json -o report.json\n  imgsan check disk.raw --request request.yaml --format junit -o junit.xml --today 2024-06-01\n  imgsan check disk.raw --rules ./our-cloud-rules --name X --description \"...\"\n\nA request file mirrors the imaging request form: `imgsan rules show request` prints an example."
+    )]
+    Check {
+        /// The image to check (RAW or QCOW2).
+        input: PathBuf,
+        /// The image name (overrides the request file's `name`).
+        #[arg(long, value_name = "N")]
+        name: Option<String>,
+        /// The image description (overrides the request file's `description`).
+        #[arg(long, value_name = "D")]
+        description: Option<String>,
+        /// An imaging request file (YAML): name, description, allowlist,
+        /// exceptions, ...
+        #[arg(long, value_name = "FILE")]
+        request: Option<PathBuf>,
+        /// More featured image names, one per line (blank lines and # comments
+        /// skipped), besides the rules' list.
+        #[arg(long, value_name = "FILE")]
+        featured_names: Option<PathBuf>,
+        /// The user's existing image names, one per line: reusing one is a
+        /// warning.
+        #[arg(long, value_name = "FILE")]
+        existing_names: Option<PathBuf>,
+        /// The date end-of-life checks use, YYYY-MM-DD (default: today, UTC). Set
+        /// it in CI for reproducible results.
+        #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
+        today: Option<imgsan::rules::Date>,
+        /// A rules directory (policy.yaml, eol.yaml, denylist.yaml, ...) whose
+        /// files replace the built-in ones, kind by kind.
+        #[arg(long, value_name = "DIR")]
+        rules: Option<PathBuf>,
+        /// Report format.
+        #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json", "junit"])]
+        format: String,
+        /// Write the report to this file instead of standard output.
+        #[arg(short, long, value_name = "REPORT")]
+        output: Option<PathBuf>,
+        /// Force the image format instead of detecting it.
+        #[arg(long, value_name = "FORMAT", value_parser = ["raw", "qcow2"])]
+        image_format: Option<String>,
+    },
+    /// Validate rules files, or print the built-in ones.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Validate a rules file (policy, eol, denylist, featured-names, sanitize)
+    /// or a request file. Every problem is printed as file:line:column: what was
+    /// expected. Exit code 0 when valid, 2 otherwise.
+    #[command(
+        after_help = "Examples:\n  imgsan rules check rules/policy.yaml\n  imgsan rules check request.yaml\n\nThe kind comes from the file's `kind:` key, or else its name (policy.yaml, eol.yaml, denylist.yaml, sanitize.yaml, featured-names.yaml, request*.yaml)."
+    )]
+    Check {
+        /// The file to validate.
+        file: PathBuf,
+    },
+    /// Print the built-in rules as YAML: one kind, or all of them. With --rules,
+    /// the effective rules after that directory's files replace the built-in
+    /// ones (without comments).
+    #[command(
+        after_help = "Examples:\n  imgsan rules show                 # every built-in rules file\n  imgsan rules show policy > policy.yaml\n  imgsan rules show request         # an example request file\n  imgsan rules show denylist --rules ./our-cloud-rules"
+    )]
+    Show {
+        /// policy, eol, denylist, featured-names, sanitize or request.
+        #[arg(value_name = "KIND", value_parser = ["policy", "eol", "denylist", "featured-names", "sanitize", "request"])]
+        kind: Option<String>,
+        /// Show the effective rules with this rules directory.
+        #[arg(long, value_name = "DIR")]
+        rules: Option<PathBuf>,
+    },
+}
+
+fn parse_date(s: &str) -> Result<imgsan::rules::Date, String> {
+    imgsan::rules::Date::parse(s)
 }
 
 /// How big the output disk is. Only the physically last volume changes size, and
@@ -341,23 +449,172 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             input,
             json,
             format,
+            rules,
         } => {
+            let rules = match RuleSet::load(rules.as_deref(), &[]) {
+                Ok(r) => r,
+                Err(e) => return Ok(rules_error(&e)),
+            };
             let opts = disk::OpenOptions {
                 format: format.clone(),
             };
             let image = imgsan::image::Image::open(input, &opts)
                 .with_context(|| input.display().to_string())?;
             let summary = image.summary();
+            let (volumes, _) = check::read_volumes(&image);
+            let facts = check::gather(&volumes, &rules);
             let mut out = std::io::stdout().lock();
             if *json {
-                serde_json::to_writer_pretty(&mut out, &summary)?;
+                #[derive(serde::Serialize)]
+                struct Inspected<'a> {
+                    #[serde(flatten)]
+                    disk: &'a imgsan::image::DiskSummary,
+                    facts: &'a check::Facts,
+                }
+                let doc = Inspected {
+                    disk: &summary,
+                    facts: &facts,
+                };
+                serde_json::to_writer_pretty(&mut out, &doc)?;
                 writeln!(out)?;
             } else {
                 print_disk_summary(&mut out, &summary)?;
+                out.write_all(check::text::render(&facts).as_bytes())?;
             }
             Ok(EXIT_CLEAN)
         }
+        Command::Check {
+            input,
+            name,
+            description,
+            request,
+            featured_names,
+            existing_names,
+            today,
+            rules,
+            format,
+            output,
+            image_format,
+        } => {
+            let opts = check::CheckOptions {
+                name: name.clone(),
+                description: description.clone(),
+                request: request.clone(),
+                featured_names: featured_names.clone(),
+                existing_names: existing_names.clone(),
+                today: *today,
+                rules_dir: rules.clone(),
+            };
+            let inputs = match check::Inputs::load(&opts) {
+                Ok(i) => i,
+                Err(e) => return Ok(rules_error(&e)),
+            };
+            let dopts = disk::OpenOptions {
+                format: image_format.clone(),
+            };
+            let image = imgsan::image::Image::open(input, &dopts)
+                .with_context(|| input.display().to_string())?;
+            let report = match check::check(&image, &inputs) {
+                Ok(r) => r,
+                Err(check::CheckError::Rules(e)) => return Ok(rules_error(&e)),
+                Err(e) => return Err(anyhow::Error::new(e).context(input.display().to_string())),
+            };
+            let fmt: report::Format = format.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            let color = fmt == report::Format::Text
+                && output.is_none()
+                && std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none();
+            let text = report::render(&report, fmt, color);
+            match output {
+                Some(path) => write_atomically(path, text.as_bytes())?,
+                None => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(text.as_bytes())?;
+                    out.flush()?;
+                }
+            }
+            Ok(report::exit_code(&report))
+        }
+        Command::Rules(RulesCommand::Check { file }) => match imgsan::rules::check_file(file) {
+            Ok(kind) => {
+                println!("{}: valid {kind} file", file.display());
+                Ok(EXIT_CLEAN)
+            }
+            Err(e) => Ok(rules_error(&e)),
+        },
+        Command::Rules(RulesCommand::Show { kind, rules }) => {
+            let kind = kind.as_deref().and_then(imgsan::rules::Kind::from_name);
+            let text = match rules {
+                None => imgsan::rules::show(kind),
+                Some(dir) => {
+                    let rs = match RuleSet::load(Some(dir), &[]) {
+                        Ok(r) => r,
+                        Err(e) => return Ok(rules_error(&e)),
+                    };
+                    effective_rules(&rs, kind)
+                }
+            };
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            Ok(EXIT_CLEAN)
+        }
     }
+}
+
+/// The effective rules as YAML (the request kind has no effective form: the
+/// example is shown).
+fn effective_rules(rs: &RuleSet, kind: Option<imgsan::rules::Kind>) -> String {
+    use imgsan::rules::{to_yaml, Kind};
+    let one = |k: Kind| match k {
+        Kind::Policy => to_yaml(&rs.policy),
+        Kind::Eol => to_yaml(&rs.eol),
+        Kind::Denylist => to_yaml(&rs.denylist),
+        Kind::Sanitize => to_yaml(&rs.sanitize),
+        Kind::FeaturedNames => to_yaml(&rs.featured),
+        Kind::Request => imgsan::rules::show(Some(Kind::Request)),
+    };
+    match kind {
+        Some(k) => one(k),
+        None => [
+            Kind::Policy,
+            Kind::Eol,
+            Kind::Denylist,
+            Kind::FeaturedNames,
+            Kind::Sanitize,
+        ]
+        .into_iter()
+        .map(|k| format!("--- # {}\n{}", k.file_name(), one(k)))
+        .collect(),
+    }
+}
+
+/// Prints a rules problem (every one, as file:line:column: message) and gives
+/// the usage exit code.
+fn rules_error(e: &imgsan::rules::RulesError) -> u8 {
+    for line in e.to_string().lines() {
+        eprintln!("imgsan: {line}");
+    }
+    EXIT_USAGE
+}
+
+/// Writes `bytes` to `path` through a temporary file beside it, renamed when
+/// complete: a failed run leaves nothing under the final name.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "report".into());
+    let tmp = dir.join(format!(".{name}.imgsan-tmp-{}", std::process::id()));
+    let res = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(imgsan::Error::output(path.display().to_string(), e).into());
+    }
+    Ok(())
 }
 
 /// Sizes for people: 1.5 GiB, 512 MiB, 300 KiB.

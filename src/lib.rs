@@ -7,6 +7,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod check;
 pub mod disk;
 pub mod error;
 pub mod fs;

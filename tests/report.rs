@@ -121,6 +121,7 @@ fn messy_report(mode: Mode) -> Report {
         fstype: "ext4".into(),
         options: vec!["defaults".into()],
         resolved: false,
+        network: false,
     };
     findings.extend(guest::check_volumes(p, &[fstab]));
     ran.extend(guest::VOLUME_IDS);

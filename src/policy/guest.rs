@@ -75,6 +75,11 @@ pub struct FstabEntryFacts {
     /// True when `spec` names a filesystem (or swap area, or swap file) present
     /// in the image.
     pub resolved: bool,
+    /// The inspection layer classed the entry as a network or FUSE mount (by
+    /// its type or by its source, such as `irodsFs#zone` with type `fuse`).
+    /// Types [`is_network_or_fuse`] knows count as such without it.
+    #[serde(default)]
+    pub network: bool,
 }
 
 /// Filesystem types that never name a volume (kernel pseudo filesystems).
@@ -132,7 +137,7 @@ pub fn check_volumes(policy: &Policy, entries: &[FstabEntryFacts]) -> Vec<Findin
     for e in entries {
         let optional = e.options.iter().any(|o| o == "nofail" || o == "noauto");
         let ev = vec![format!("/etc/fstab:{}: {}", e.line, e.text)];
-        if is_network_or_fuse(&e.fstype) {
+        if e.network || is_network_or_fuse(&e.fstype) {
             if !optional {
                 out.extend(
                     finding(policy, "volumes.network-mount", format!("{} mounts {} ({}) at boot without nofail or noauto", e.mountpoint, e.spec, e.fstype))
@@ -141,7 +146,10 @@ pub fn check_volumes(policy: &Policy, entries: &[FstabEntryFacts]) -> Vec<Findin
             }
             continue;
         }
+        // A missing volume marked nofail or noauto does not stop the boot
+        // (systemd gives up on it); the fstab transform still drops it.
         if e.resolved
+            || optional
             || PSEUDO.contains(&e.fstype.as_str())
             || e.options.iter().any(|o| o == "bind")
         {
@@ -322,6 +330,7 @@ mod tests {
             fstype: t.into(),
             options: opts.split(',').map(String::from).collect(),
             resolved,
+            network: false,
         }
     }
 
@@ -334,6 +343,7 @@ mod tests {
             entry(3, "srv:/x", "/data", "nfs", "defaults,nofail", false),
             entry(4, "irods", "/irods", "fuse.irodsFs", "noauto", false),
             entry(5, "/srv/a", "/a", "none", "bind", false),
+            entry(6, "UUID=gone", "/scratch", "ext4", "defaults,nofail", false),
         ];
         assert!(check_volumes(&rs.policy, &clean).is_empty());
         let bad = [

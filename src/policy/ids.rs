@@ -65,7 +65,7 @@ pub const CHECKS: &[CheckInfo] = &[
     c(
         "volumes.detached",
         E,
-        "every fstab entry resolves to a filesystem in the image",
+        "every fstab entry boot waits for resolves to a filesystem in the image",
     ),
     c(
         "volumes.network-mount",

@@ -36,8 +36,26 @@ pub struct PostScript {
     /// Permission bits (of the target, for a symlink).
     pub mode: u32,
     /// The first line's bytes without the newline; `None` when the file is
-    /// empty or could not be read.
+    /// empty or could not be read. JSON shows it as text (invalid UTF-8
+    /// replaced), so reports stay readable.
+    #[serde(with = "line_as_text")]
     pub first_line: Option<Vec<u8>>,
+}
+
+/// Serde for a first line: a string in JSON, bytes in memory.
+mod line_as_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_some(&String::from_utf8_lossy(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.map(String::into_bytes))
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

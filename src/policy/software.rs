@@ -21,6 +21,10 @@ pub const IDS: &[&str] = &[
     "software.allowlisted",
 ];
 
+/// Evidence lines listed per denylist entry; a product installs thousands of
+/// files its globs match, and the rest is summarised as a count.
+pub const MAX_EVIDENCE: usize = 20;
+
 /// A file of the guest, as listed by the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
@@ -265,8 +269,14 @@ pub fn check_software(
                 _ => None,
             }
         };
+        let mut evidence = h.evidence;
+        if evidence.len() > MAX_EVIDENCE {
+            let more = evidence.len() - MAX_EVIDENCE;
+            evidence.truncate(MAX_EVIDENCE);
+            evidence.push(format!("... and {more} more"));
+        }
         let f = finding(policy, id, message).map(|f| {
-            let f = f.with_evidence(h.evidence);
+            let f = f.with_evidence(evidence);
             let f = if allowed {
                 f
             } else {
