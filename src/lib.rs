@@ -17,6 +17,7 @@ pub mod output;
 pub mod policy;
 pub mod progress;
 pub mod rules;
+pub mod sanitize;
 pub mod tree;
 
 pub use error::{Error, ErrorKind, Location, Result};
