@@ -665,3 +665,195 @@ impl SplitSlash for [u8] {
         Some((if i == 0 { &self[..1] } else { &self[..i] }, name))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{Flavor, Node};
+
+    fn dir(t: &mut Tree, parent: NodeId, name: &str) -> NodeId {
+        let mut n = Node::new(Kind::Dir(vec![]));
+        n.perm = 0o755;
+        let d = t.add_node(n);
+        t.link(parent, name.as_bytes(), d).unwrap();
+        d
+    }
+
+    fn file(t: &mut Tree, parent: NodeId, name: &str, body: &str) -> NodeId {
+        let mut n = Node::new(Kind::File(vec![]));
+        n.perm = 0o600;
+        let f = t.add_node(n);
+        t.link(parent, name.as_bytes(), f).unwrap();
+        t.set_content(f, body.as_bytes().to_vec());
+        f
+    }
+
+    fn link(t: &mut Tree, parent: NodeId, name: &str, target: &str) {
+        let l = t.add_node(Node::new(Kind::Symlink(target.as_bytes().into())));
+        t.link(parent, name.as_bytes(), l).unwrap();
+    }
+
+    /// A small guest whose paths try to lead rules astray.
+    fn guest() -> Tree {
+        let mut t = Tree::new(Flavor::Synthetic, None);
+        let r = t.root;
+        let etc = dir(&mut t, r, "etc");
+        file(&mut t, etc, "os-release", "ID=debian\n");
+        file(&mut t, etc, "shadow", "root:$6$SECRET:1::::::\n");
+        file(&mut t, etc, "hosts.real", "10.1.2.3 labdb\n");
+        link(&mut t, etc, "hosts", "hosts.real");
+        let app = dir(&mut t, etc, "app");
+        file(&mut t, app, ".bash_history", "history\n");
+        let root = dir(&mut t, r, "root");
+        link(&mut t, root, ".bash_history", "/etc/shadow");
+        let usr = dir(&mut t, r, "usr");
+        let bin = dir(&mut t, usr, "bin");
+        file(&mut t, bin, "ls", "ELF");
+        link(&mut t, r, "tmp", "usr");
+        let data = dir(&mut t, r, "data");
+        let home = dir(&mut t, data, "home");
+        let alice = dir(&mut t, home, "alice");
+        file(&mut t, alice, "notes", "secret");
+        link(&mut t, r, "home", "/data/home");
+        let srv = dir(&mut t, r, "srv");
+        link(&mut t, srv, "link", "/etc");
+        link(&mut t, srv, "loop", "loop");
+        t.finish().unwrap();
+        t
+    }
+
+    fn rules(yaml: &str) -> SanitizeRules {
+        crate::rules::parse(
+            "test.yaml",
+            &format!("version: 1\nkind: sanitize\nrules:\n{yaml}"),
+        )
+        .unwrap()
+    }
+
+    fn apply_rules(t: Tree, yaml: &str) -> (Vec<Option<Tree>>, SanitizeReport) {
+        let mut trees = vec![Some(t)];
+        let rules = rules(yaml);
+        let templates = Templates::embedded();
+        let options = Options::default();
+        let cx = Context {
+            rules: &rules,
+            templates: &templates,
+            base: Some(Base::Debian),
+            request: None,
+            options: &options,
+        };
+        let report = apply(&mut trees, &Layout::default(), &cx).unwrap();
+        (trees, report)
+    }
+
+    fn read(trees: &[Option<Tree>], path: &str) -> Option<Vec<u8>> {
+        Layout::default()
+            .namespace(trees)
+            .unwrap()
+            .read(path.as_bytes(), 1 << 20)
+            .ok()
+    }
+
+    fn is_link(trees: &[Option<Tree>], path: &str) -> bool {
+        let t = trees[0].as_ref().unwrap();
+        t.resolve(path.as_bytes(), false)
+            .is_ok_and(|n| matches!(t.node(n).kind, Kind::Symlink(_)))
+    }
+
+    const RULE: &str = "    group: required\n    enabled: true\n    description: x\n";
+
+    #[test]
+    fn final_symlinks_are_never_followed() {
+        let yaml = format!(
+            "  - id: hist\n{RULE}    action: delete\n    only_regular_files: true\n    paths: [\"/**/.bash_history\"]\n\
+             \x20 - id: del\n{RULE}    action: delete\n    paths: [/root/.bash_history]\n\
+             \x20 - id: hosts\n{RULE}    action: replace\n    template: hosts\n    paths: [/etc/hosts]\n\
+             \x20 - id: trunc\n{RULE}    action: truncate\n    paths: [/root/.bash_history]\n"
+        );
+        let (trees, report) = apply_rules(guest(), &yaml);
+        // The history rule deleted the real file and left the link to /etc/shadow.
+        let hist = report.rule("hist").unwrap();
+        assert_eq!(hist.paths, ["/etc/app/.bash_history"]);
+        assert!(hist.notes[0].contains("/root/.bash_history: a symlink to /etc/shadow"));
+        // Deleting the link removed the link only.
+        assert_eq!(report.rule("del").unwrap().paths, ["/root/.bash_history"]);
+        assert!(read(&trees, "/etc/shadow")
+            .unwrap()
+            .starts_with(b"root:$6$SECRET"));
+        // A replace rule does not write through a symlink.
+        assert!(is_link(&trees, "/etc/hosts"));
+        assert_eq!(
+            read(&trees, "/etc/hosts.real").unwrap(),
+            b"10.1.2.3 labdb\n"
+        );
+        assert!(report.rule("hosts").unwrap().notes[0].contains("a symlink to hosts.real"));
+        assert_eq!(report.rule("trunc").unwrap().paths_count, 0);
+    }
+
+    #[test]
+    fn empty_dir_follows_a_symlink_but_never_into_a_system_directory() {
+        let yaml = format!(
+            "  - id: tmp\n{RULE}    action: empty-dir\n    paths: [/tmp]\n\
+             \x20 - id: home\n{RULE}    action: empty-dir\n    paths: [/home]\n"
+        );
+        let (trees, report) = apply_rules(guest(), &yaml);
+        // /tmp -> usr: refused, /usr intact.
+        assert_eq!(read(&trees, "/usr/bin/ls").unwrap(), b"ELF");
+        let tmp = report.rule("tmp").unwrap();
+        assert!(
+            tmp.notes[0].contains("leads to /usr through a symlink: refused"),
+            "{tmp:?}"
+        );
+        assert_eq!(tmp.paths_count, 0);
+        // /home -> /data/home: emptied through the link, which stays.
+        assert!(read(&trees, "/data/home/alice/notes").is_none());
+        assert!(is_link(&trees, "/home"));
+        assert_eq!(report.rule("home").unwrap().paths, ["/data/home/alice"]);
+    }
+
+    #[test]
+    fn glob_walks_do_not_follow_symlinks_and_survive_loops() {
+        let yaml = format!(
+            "  - id: hist\n{RULE}    action: delete\n    paths: [\"/srv/**/.bash_history\", \"/srv/loop/x/*\"]\n\
+             \x20 - id: all\n{RULE}    action: delete\n    paths: [\"/**/.bash_history\"]\n"
+        );
+        let (trees, report) = apply_rules(guest(), &yaml);
+        // /srv/link -> /etc is not walked: nothing under /srv matched.
+        assert_eq!(report.rule("hist").unwrap().paths_count, 0);
+        // From /, the file is found once, by its own path; the link named
+        // .bash_history is deleted as a link.
+        assert_eq!(
+            report.rule("all").unwrap().paths,
+            ["/etc/app/.bash_history", "/root/.bash_history"]
+        );
+        assert!(read(&trees, "/etc/shadow").is_some());
+    }
+
+    #[test]
+    fn create_true_makes_a_labelled_file_and_the_same_input_gives_the_same_report() {
+        let with_label = || {
+            let mut t = guest();
+            let x = t.xattr(b"security.selinux", b"system_u:object_r:etc_t:s0\0");
+            let etc = t.resolve(b"/etc", false).unwrap();
+            t.node_mut(etc).xattrs.push(x);
+            t
+        };
+        let yaml = format!(
+            "  - id: hc\n{RULE}    action: replace\n    template: host.conf\n    create: true\n    paths: [/etc/host.conf, /nodir/host.conf]\n"
+        );
+        let (trees, report) = apply_rules(with_label(), &yaml);
+        let t = trees[0].as_ref().unwrap();
+        let f = t.resolve(b"/etc/host.conf", false).unwrap();
+        let n = t.node(f);
+        assert_eq!((n.perm, n.uid, n.gid), (0o644, 0, 0));
+        assert_eq!(t.xattr_value(&n.xattrs[0]), b"system_u:object_r:etc_t:s0\0");
+        let hc = report.rule("hc").unwrap();
+        assert_eq!(
+            (hc.files_created, hc.paths.as_slice()),
+            (1, &["/etc/host.conf".to_string()][..])
+        );
+        assert!(hc.notes[0].contains("/nodir/host.conf: its directory is missing"));
+        let (_, again) = apply_rules(with_label(), &yaml);
+        assert_eq!(again, report);
+    }
+}
