@@ -175,7 +175,9 @@ impl<'t> Editor<'t> {
     }
 
     /// Removes every entry of directory `dir` except those `keep` selects by
-    /// name. The directory keeps its metadata.
+    /// name, in one pass over the entries (a directory of a million temporary
+    /// files must not cost a million shifts of its entry list). The directory
+    /// keeps its metadata. Returns the removed names, in order.
     pub fn empty_dir(
         &mut self,
         vol: usize,
@@ -183,17 +185,37 @@ impl<'t> Editor<'t> {
         mut keep: impl FnMut(&[u8]) -> bool,
         tally: &mut Tally,
     ) -> Result<Vec<Vec<u8>>> {
-        let t = self.tree(vol)?;
-        let names: Vec<Vec<u8>> = t
-            .entries(dir)
-            .iter()
-            .map(|e| t.name(e.name).to_vec())
-            .filter(|n| !keep(n))
-            .collect();
-        for n in &names {
-            self.remove(vol, dir, n, tally)?;
+        let t = self.tree_mut(vol)?;
+        let Kind::Dir(entries) = &mut t.nodes[dir as usize].kind else {
+            return Err(gone("a non-directory (empty)"));
+        };
+        let all = std::mem::take(entries);
+        let mut kept = Vec::new();
+        let mut removed = Vec::new();
+        for e in all {
+            if keep(t.name(e.name)) {
+                kept.push(e);
+            } else {
+                removed.push(e);
+            }
+        }
+        let names: Vec<Vec<u8>> = removed.iter().map(|e| t.name(e.name).to_vec()).collect();
+        if let Kind::Dir(entries) = &mut t.nodes[dir as usize].kind {
+            *entries = kept;
+        }
+        for e in removed {
+            self.release(vol, e.node, tally)?;
         }
         Ok(names)
+    }
+
+    /// How many names the node has (hard links), 0 when unreachable.
+    pub fn names_of(&self, vol: usize, node: NodeId) -> u32 {
+        self.names
+            .get(vol)
+            .and_then(|c| c.get(node as usize))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Empties a regular file, keeping its metadata. Returns whether it had

@@ -418,6 +418,17 @@ impl<'r, 't> Run<'r, 't> {
         })
     }
 
+    /// A truncated or rewritten file changes under every name it has.
+    fn note_hard_links(&mut self, t: &Target) {
+        let n = self.ed.names_of(t.vol, t.node);
+        if n > 1 {
+            self.note(format!(
+                "{}: has {n} names (hard links); each shows the change",
+                show(&t.path)
+            ));
+        }
+    }
+
     fn live(&self, t: &Target) -> bool {
         self.ed.still_there(t.vol, t.parent, &t.name, t.node)
     }
@@ -453,30 +464,38 @@ impl<'r, 't> Run<'r, 't> {
     /// volumes there are emptied the same way.
     fn empty_keeping_mounts(&mut self, vol: usize, dir: NodeId, canon: &[u8]) -> Result<()> {
         let below = self.layout.mounts_below(canon);
-        let entries: Vec<(Vec<u8>, NodeId, bool)> = {
+        // Directories on the way to a mount point stay, and are emptied in turn.
+        let mut descend = Vec::new();
+        if !below.is_empty() {
             let t = self.ed.tree(vol)?;
-            t.entries(dir)
-                .iter()
-                .map(|e| (t.name(e.name).to_vec(), e.node, t.node(e.node).is_dir()))
-                .collect()
-        };
-        for (name, node, is_dir) in entries {
-            let child = join(canon, &name);
-            let leads_to_mount = below
-                .iter()
-                .any(|(m, _)| m.as_slice() == child.as_slice() || is_below(m, &child));
-            if leads_to_mount && is_dir {
-                match self.layout.mounted_at(&child) {
-                    Some(mvol) => {
-                        let root = self.ed.tree(mvol)?.root;
-                        self.empty_keeping_mounts(mvol, root, &child)?;
-                    }
-                    None => self.empty_keeping_mounts(vol, node, &child)?,
+            for e in t.entries(dir) {
+                let name = t.name(e.name);
+                let child = join(canon, name);
+                let leads_to_mount = below
+                    .iter()
+                    .any(|(m, _)| m.as_slice() == child.as_slice() || is_below(m, &child));
+                if leads_to_mount && t.node(e.node).is_dir() {
+                    descend.push((name.to_vec(), e.node, child));
                 }
-                continue;
             }
-            self.ed.remove(vol, dir, &name, &mut self.tally)?;
-            self.changed(&child);
+        }
+        let removed = self.ed.empty_dir(
+            vol,
+            dir,
+            |n| descend.iter().any(|(d, _, _)| d.as_slice() == n),
+            &mut self.tally,
+        )?;
+        for name in removed {
+            self.changed(&join(canon, &name));
+        }
+        for (_, node, child) in descend {
+            match self.layout.mounted_at(&child) {
+                Some(mvol) => {
+                    let root = self.ed.tree(mvol)?.root;
+                    self.empty_keeping_mounts(mvol, root, &child)?;
+                }
+                None => self.empty_keeping_mounts(vol, node, &child)?,
+            }
         }
         Ok(())
     }
@@ -559,6 +578,7 @@ impl<'r, 't> Run<'r, 't> {
             }
             if self.ed.truncate(t.vol, t.node, &mut self.tally)? {
                 self.changed(&t.path);
+                self.note_hard_links(&t);
             }
         }
         Ok(())
@@ -583,6 +603,7 @@ impl<'r, 't> Run<'r, 't> {
             }
             if self.ed.replace(t.vol, t.node, bytes, &mut self.tally)? {
                 self.changed(&t.path);
+                self.note_hard_links(t);
             } else {
                 self.note(format!("{}: already the template", show(&t.path)));
             }
