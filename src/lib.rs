@@ -19,6 +19,7 @@ pub mod policy;
 pub mod progress;
 pub mod repack;
 pub mod rules;
+pub mod sanitize;
 pub mod tree;
 
 pub use error::{Error, ErrorKind, Location, Result};
