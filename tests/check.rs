@@ -36,7 +36,7 @@ use imgsan::rules::Date;
 
 /// Whether the cases run through the binary on the packed images (needs the ext4
 /// reader) or through the library on host-directory trees.
-const THROUGH_IMAGES: bool = false;
+const THROUGH_IMAGES: bool = true;
 
 const BIN: &str = env!("CARGO_BIN_EXE_imgsan");
 
@@ -544,6 +544,7 @@ fn host_volumes(fx: &Fixture) -> Vec<LoadedVolume> {
             tree: Some(hosttree::from_dir(&g.root)),
             state: Some(state(fx.live)),
             error: None,
+            ext4: None,
         }];
     }
     let mbr = g.options.table == PartitionTable::Mbr;
@@ -595,6 +596,7 @@ fn host_volumes(fx: &Fixture) -> Vec<LoadedVolume> {
                 state: tree.as_ref().map(|_| state(false)),
                 tree,
                 error: None,
+                ext4: None,
             }
         })
         .collect()

@@ -21,6 +21,7 @@ use std::path::PathBuf;
 
 use crate::disk::partition::types::TypeClass;
 use crate::error::Error;
+use crate::fs::ext4::read::Ext4Volume;
 use crate::guest::VolumeId;
 use crate::image::{Image, ImageVolume};
 use crate::policy::{ImageInfo, Mode, Report};
@@ -136,6 +137,9 @@ pub struct LoadedVolume {
     pub state: Option<FsState>,
     /// Why the filesystem could not be read.
     pub error: Option<String>,
+    /// The ext4 reader's volume (superblock, journal geometry) with its tree
+    /// moved to `tree`: what a repack rebuilds from.
+    pub ext4: Option<Ext4Volume>,
 }
 
 impl LoadedVolume {
@@ -154,19 +158,37 @@ impl LoadedVolume {
             tree: None,
             state: None,
             error: None,
+            ext4: None,
         }
     }
 }
 
 /// Reads one volume's filesystem into a tree. The only call into filesystem
-/// readers: `Ok(None)` for volumes that hold no filesystem imgsan reads.
-pub fn read_filesystem(v: &ImageVolume) -> crate::Result<Option<(Tree, FsState)>> {
+/// readers: `Ok(None)` for volumes that hold no filesystem imgsan reads. The
+/// reader's volume comes back too, with its tree moved out (it keeps the
+/// geometry `sanitize` rebuilds with).
+pub fn read_filesystem(v: &ImageVolume) -> crate::Result<Option<(Tree, FsState, Ext4Volume)>> {
     if !v.is_ext() {
         return Ok(None);
     }
-    Err(Error::unsupported(
-        "reading ext2/3/4 filesystems (this build has no ext4 reader yet)",
-    ))
+    let mut vol = crate::fs::ext4::read::open(v.disk.clone(), &Default::default())?;
+    let tree = std::mem::replace(
+        &mut vol.tree,
+        Tree::new(crate::tree::Flavor::Synthetic, None),
+    );
+    let info = &vol.info;
+    let mut notes = info.warnings.clone();
+    notes.extend(vol.journal.notes.iter().cloned());
+    let state = FsState {
+        superblock_state: info.state.clone(),
+        journal: info.journal.kind.clone(),
+        needs_recovery: info.journal.needs_recovery,
+        replayed: info.journal.replayed,
+        transactions_replayed: vol.journal.transactions,
+        blocks_replayed: vol.journal.blocks,
+        notes,
+    };
+    Ok(Some((tree, state, vol)))
 }
 
 /// Reads every volume of the image. A volume whose filesystem cannot be read
@@ -180,9 +202,10 @@ pub fn read_volumes(image: &Image) -> (Vec<LoadedVolume>, Vec<(String, Error)>) 
         .map(|v| {
             let mut lv = LoadedVolume::from_image(v);
             match read_filesystem(v) {
-                Ok(Some((tree, state))) => {
+                Ok(Some((tree, state, vol))) => {
                     lv.tree = Some(tree);
                     lv.state = Some(state);
+                    lv.ext4 = Some(vol);
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -306,6 +329,7 @@ mod tests {
                 ..FsState::default()
             }),
             error: None,
+            ext4: None,
         }
     }
 
