@@ -178,7 +178,11 @@ pub fn plan(image: &Image, volumes: &[Option<Ext4Volume>], size: DiskSize) -> Re
                     start: v.start,
                     src_len: v.len,
                     out_len: part_len,
-                    fill: Fill::Rebuilt(built.plan),
+                    fill: Fill::Rebuilt({
+                        let mut p = built.plan;
+                        p.tag_volume(i as u32);
+                        p
+                    }),
                 }
             }
             (None, FsType::Swap) => {

@@ -36,6 +36,19 @@ pub struct Write {
     pub at: u64,
     pub len: u64,
     pub piece: Piece,
+    /// The file whose bytes these are, when the builder knows: the writer hashes
+    /// them for the manifest as it copies.
+    pub file: Option<FileTag>,
+}
+
+/// Whose bytes a write carries: node `node` of volume `volume`'s tree, from
+/// logical offset `logical` of a file `size` bytes long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileTag {
+    pub volume: u32,
+    pub node: u32,
+    pub logical: u64,
+    pub size: u64,
 }
 
 /// A region of output: its total length and the writes inside it.
@@ -61,18 +74,39 @@ impl Plan {
                 at,
                 len: b.len() as u64,
                 piece: Piece::Bytes(b),
+                file: None,
             });
         }
     }
 
     /// Add a copy of `len` bytes of `src` from `offset` to `at`.
     pub fn copy(&mut self, at: u64, src: Arc<dyn Disk>, offset: u64, len: u64) {
+        self.copy_tagged(at, src, offset, len, None);
+    }
+
+    /// [`Plan::copy`] of a file's bytes, tagged with whose they are.
+    pub fn copy_tagged(
+        &mut self,
+        at: u64,
+        src: Arc<dyn Disk>,
+        offset: u64,
+        len: u64,
+        file: Option<FileTag>,
+    ) {
         if len > 0 {
             self.writes.push(Write {
                 at,
                 len,
                 piece: Piece::Copy { src, offset },
+                file,
             });
+        }
+    }
+
+    /// Say which volume the tagged writes' nodes belong to.
+    pub fn tag_volume(&mut self, volume: u32) {
+        for t in self.writes.iter_mut().filter_map(|w| w.file.as_mut()) {
+            t.volume = volume;
         }
     }
 

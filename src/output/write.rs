@@ -5,135 +5,395 @@
 //! into chunks so that large files spread over threads, and every chunk is read
 //! once from its source.
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
 use super::convert::Target;
-use super::plan::{Piece, Plan};
+use super::hash::{self, Part, SegmentHasher, SEGMENT};
+use super::plan::{FileTag, Piece, Plan};
 use super::sink::{aligned_slice, SparseFile, StreamSink};
 use crate::error::Result;
 use crate::progress::{Progress, Unit};
 
-/// Copies are cut into chunks of at most this many bytes.
-const CHUNK: u64 = 4 << 20;
+/// A file of the output's trees: (volume index, node id).
+pub type FileKey = (u32, u32);
+
+/// What to hash while writing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hashing {
+    /// The whole output, byte for byte as written (holes are zeros).
+    pub output: bool,
+    /// Every file whose bytes the plan's writes are tagged with.
+    pub files: bool,
+}
 
 /// What a plan's execution wrote.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct WriteStats {
     /// The output's length.
     pub len: u64,
     /// Bytes written as data (all-zero blocks of a file output stay holes and are
     /// not counted).
     pub data_bytes: u64,
+    /// The output's BLAKE3, when asked for.
+    pub blake3: Option<blake3::Hash>,
+    /// The BLAKE3 of each tagged file's content, when asked for. Files with no
+    /// tagged write (empty, inline, all holes) are not here.
+    pub files: HashMap<FileKey, blake3::Hash>,
 }
 
-/// One unit of work: `len` bytes of write `index`, starting `within` bytes into it.
+/// One unit of work: output segment `seg`, touched by writes `first..last`.
 #[derive(Clone, Copy)]
 struct Job {
-    index: usize,
-    within: u64,
-    len: u64,
+    seg: u64,
+    first: usize,
+    last: usize,
 }
 
-fn jobs(plan: &Plan) -> Vec<Job> {
-    let mut v = Vec::with_capacity(plan.writes.len());
-    for (index, w) in plan.writes.iter().enumerate() {
-        let mut within = 0;
-        while within < w.len {
-            let len = (w.len - within).min(CHUNK);
-            v.push(Job { index, within, len });
-            within += len;
+/// The jobs: every segment some write touches, or every segment when the whole
+/// output is hashed. A sealed plan's writes are sorted and do not overlap.
+fn jobs(plan: &Plan, all: bool) -> Vec<Job> {
+    let mut v: Vec<Job> = Vec::new();
+    for (i, w) in plan.writes.iter().enumerate() {
+        if w.len == 0 {
+            continue;
         }
+        let (a, b) = (w.at / SEGMENT, (w.at + w.len - 1) / SEGMENT);
+        for seg in a..=b {
+            match v.last_mut() {
+                Some(j) if j.seg == seg => j.last = i + 1,
+                _ => v.push(Job {
+                    seg,
+                    first: i,
+                    last: i + 1,
+                }),
+            }
+        }
+    }
+    if all {
+        let mut full = Vec::with_capacity(hash::segments(plan.len) as usize);
+        let mut it = v.into_iter().peekable();
+        for seg in 0..hash::segments(plan.len) {
+            match it.peek() {
+                Some(j) if j.seg == seg => full.push(it.next().unwrap_or(Job {
+                    seg,
+                    first: 0,
+                    last: 0,
+                })),
+                _ => full.push(Job {
+                    seg,
+                    first: 0,
+                    last: 0,
+                }),
+            }
+        }
+        v = full;
     }
     v
 }
 
-/// Fill `buf` with the bytes of a job.
-fn read_job(plan: &Plan, job: Job, buf: &mut [u8]) -> Result<()> {
-    let w = &plan.writes[job.index];
-    match &w.piece {
-        Piece::Bytes(b) => {
-            let s = job.within as usize;
-            buf.copy_from_slice(&b[s..s + job.len as usize]);
-            Ok(())
+/// How one segment of one file's content gets hashed.
+#[derive(Clone, Copy)]
+enum FileSeg {
+    /// All its bytes are in one output segment, in logical order: the job of
+    /// that segment hashes them as they pass.
+    Local,
+    /// Spread over several jobs, or out of order: its bytes are gathered in a
+    /// buffer, and the job that completes it hashes it.
+    Gathered { bytes: u64 },
+}
+
+/// A file segment's buffer and the bytes it still waits for.
+type Gather = (Vec<u8>, u64);
+
+/// The per-file hashing state shared by the jobs.
+struct FileHashing {
+    /// File size, and its segments' parts as they complete.
+    files: HashMap<FileKey, u64>,
+    kind: HashMap<(FileKey, u64), FileSeg>,
+    parts: Mutex<HashMap<FileKey, Vec<Option<Part>>>>,
+    /// Buffers of gathered segments, with the bytes they still wait for.
+    gathering: Mutex<HashMap<(FileKey, u64), Gather>>,
+}
+
+/// The portions of a tagged write, cut at file-segment boundaries and at the
+/// output segment boundaries: (output offset, logical offset, length).
+fn portions(at: u64, len: u64, tag: &FileTag) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+    let mut done = 0;
+    std::iter::from_fn(move || {
+        if done >= len {
+            return None;
         }
-        Piece::Copy { src, offset } => src.read_at(offset + job.within, buf),
+        let (o, l) = (at + done, tag.logical + done);
+        let n = (len - done)
+            .min(SEGMENT - o % SEGMENT)
+            .min(SEGMENT - l % SEGMENT);
+        done += n;
+        Some((o, l, n))
+    })
+}
+
+impl FileHashing {
+    fn new(plan: &Plan) -> Self {
+        let mut files = HashMap::new();
+        // (first output segment, last logical end seen, bytes, local so far)
+        let mut seen: HashMap<(FileKey, u64), (u64, u64, u64, bool)> = HashMap::new();
+        for w in &plan.writes {
+            let Some(tag) = &w.file else { continue };
+            let key = (tag.volume, tag.node);
+            files.insert(key, tag.size);
+            for (o, l, n) in portions(w.at, w.len, tag) {
+                let e = seen
+                    .entry((key, l / SEGMENT))
+                    .or_insert((o / SEGMENT, 0, 0, true));
+                e.3 &= e.0 == o / SEGMENT && l >= e.1;
+                e.1 = l + n;
+                e.2 += n;
+            }
+        }
+        let kind = seen
+            .into_iter()
+            .map(|(k, (_, _, bytes, local))| {
+                (
+                    k,
+                    if local {
+                        FileSeg::Local
+                    } else {
+                        FileSeg::Gathered { bytes }
+                    },
+                )
+            })
+            .collect();
+        let parts = files
+            .iter()
+            .map(|(&k, &size)| (k, vec![None; hash::segments(size) as usize]))
+            .collect();
+        FileHashing {
+            files,
+            kind,
+            parts: Mutex::new(parts),
+            gathering: Mutex::new(HashMap::new()),
+        }
     }
+
+    fn store(&self, key: FileKey, fseg: u64, part: Part) {
+        let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = parts.get_mut(&key).and_then(|v| v.get_mut(fseg as usize)) {
+            *slot = Some(part);
+        }
+    }
+
+    /// Bytes `b` of file `key` at logical offset `l`, all in one file segment.
+    fn feed(
+        &self,
+        local: &mut HashMap<(FileKey, u64), SegmentHasher>,
+        key: FileKey,
+        l: u64,
+        b: &[u8],
+    ) {
+        let fseg = l / SEGMENT;
+        let size = self.files.get(&key).copied().unwrap_or(0);
+        match self.kind.get(&(key, fseg)) {
+            Some(FileSeg::Local) => local
+                .entry((key, fseg))
+                .or_insert_with(|| SegmentHasher::new(fseg, size))
+                .feed(l, b),
+            Some(FileSeg::Gathered { bytes }) => {
+                let mut g = self.gathering.lock().unwrap_or_else(|e| e.into_inner());
+                let seg_len = (size - fseg * SEGMENT).min(SEGMENT) as usize;
+                let e = g
+                    .entry((key, fseg))
+                    .or_insert_with(|| (vec![0u8; seg_len], *bytes));
+                let s = (l - fseg * SEGMENT) as usize;
+                let n = b.len().min(seg_len.saturating_sub(s));
+                e.0[s..s + n].copy_from_slice(&b[..n]);
+                e.1 = e.1.saturating_sub(b.len() as u64);
+                if e.1 == 0 {
+                    if let Some((buf, _)) = g.remove(&(key, fseg)) {
+                        drop(g);
+                        let mut h = SegmentHasher::new(fseg, size);
+                        h.feed(fseg * SEGMENT, &buf);
+                        self.store(key, fseg, h.finish());
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn finish_local(&self, local: HashMap<(FileKey, u64), SegmentHasher>) {
+        for ((key, fseg), h) in local {
+            self.store(key, fseg, h.finish());
+        }
+    }
+
+    /// The files' hashes; segments no write touched are zeros.
+    fn hashes(self) -> HashMap<FileKey, blake3::Hash> {
+        let parts = self.parts.into_inner().unwrap_or_else(|e| e.into_inner());
+        parts
+            .into_iter()
+            .filter_map(|(key, v)| {
+                let size = self.files.get(&key).copied()?;
+                let v: Vec<Part> = v
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, p)| p.unwrap_or_else(|| SegmentHasher::new(i as u64, size).finish()))
+                    .collect();
+                Some((key, hash::combine(&v, size)?))
+            })
+            .collect()
+    }
+}
+
+/// Run one job: hand every byte range it covers to `out` in output order, and
+/// hash what is asked. Returns the output segment's part when hashing it.
+fn run_job(
+    plan: &Plan,
+    job: Job,
+    hashing: Hashing,
+    fh: Option<&FileHashing>,
+    buf: &mut Vec<u8>,
+    progress: &dyn Progress,
+    out: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<Option<Part>> {
+    let (s0, s1) = (job.seg * SEGMENT, ((job.seg + 1) * SEGMENT).min(plan.len));
+    let mut seg_hasher = hashing
+        .output
+        .then(|| SegmentHasher::new(job.seg, plan.len));
+    let mut local = HashMap::new();
+    for w in &plan.writes[job.first..job.last] {
+        let (s, e) = (w.at.max(s0), (w.at + w.len).min(s1));
+        if s >= e {
+            continue;
+        }
+        let n = e - s;
+        let within = s - w.at;
+        let bytes: &[u8] = match &w.piece {
+            Piece::Bytes(b) => &b[within as usize..(within + n) as usize],
+            Piece::Copy { src, offset } => match src.direct(offset + within, n) {
+                Some(d) => d,
+                None => {
+                    let b = aligned_slice(buf, s, n as usize);
+                    src.read_at(offset + within, b)?;
+                    b
+                }
+            },
+        };
+        out(s, bytes)?;
+        if let Some(h) = &mut seg_hasher {
+            h.feed(s, bytes);
+        }
+        if let (Some(fh), Some(tag)) = (fh, &w.file) {
+            let key = (tag.volume, tag.node);
+            let tag_here = FileTag {
+                logical: tag.logical + within,
+                ..*tag
+            };
+            for (o, l, m) in portions(s, n, &tag_here) {
+                let i = (o - s) as usize;
+                fh.feed(&mut local, key, l, &bytes[i..i + m as usize]);
+            }
+        }
+        progress.advance(n);
+    }
+    if let Some(fh) = fh {
+        fh.finish_local(local);
+    }
+    Ok(seg_hasher.map(SegmentHasher::finish))
 }
 
 /// Execute `plan` into `target`. A file target is created under a temporary name
 /// and renamed into place only when everything is written and synced; on error
 /// nothing is left behind.
 pub fn write_plan(plan: &Plan, target: &Target, progress: &dyn Progress) -> Result<WriteStats> {
-    let jobs = jobs(plan);
+    write_plan_hashed(plan, target, progress, Hashing::default())
+}
+
+/// [`write_plan`], hashing the output and the tagged files as the bytes pass.
+pub fn write_plan_hashed(
+    plan: &Plan,
+    target: &Target,
+    progress: &dyn Progress,
+    hashing: Hashing,
+) -> Result<WriteStats> {
+    let jobs = jobs(plan, hashing.output);
+    let fh = hashing.files.then(|| FileHashing::new(plan));
     progress.start("write", plan.data_bytes(), Unit::Bytes);
-    let stats = match target {
+    let mut parts: Vec<(u64, Part)> = Vec::new();
+    let data_bytes = match target {
         Target::File(path) => {
-            let out = SparseFile::create(path, plan.len)?;
+            let sink = SparseFile::create(path, plan.len)?;
             let written = AtomicU64::new(0);
-            jobs.par_iter()
-                .try_for_each_init(Vec::new, |buf, &job| -> Result<()> {
-                    let at = plan.writes[job.index].at + job.within;
-                    let n = match &plan.writes[job.index].piece {
-                        Piece::Bytes(b) => {
-                            let s = job.within as usize;
-                            out.write_sparse_at(at, &b[s..s + job.len as usize])?
-                        }
-                        Piece::Copy { src, offset } => {
-                            let from = offset + job.within;
-                            match src.direct(from, job.len) {
-                                Some(d) => out.write_sparse_at(at, d)?,
-                                None => {
-                                    let b = aligned_slice(buf, at, job.len as usize);
-                                    src.read_at(from, b)?;
-                                    out.write_sparse_at(at, b)?
-                                }
-                            }
-                        }
+            parts = jobs
+                .par_iter()
+                .map_init(Vec::new, |buf, &job| -> Result<Option<(u64, Part)>> {
+                    let mut out = |at: u64, b: &[u8]| -> Result<()> {
+                        written.fetch_add(sink.write_sparse_at(at, b)?, Ordering::Relaxed);
+                        Ok(())
                     };
-                    written.fetch_add(n, Ordering::Relaxed);
-                    progress.advance(job.len);
-                    Ok(())
-                })?;
-            out.commit()?;
-            WriteStats {
-                len: plan.len,
-                data_bytes: written.into_inner(),
-            }
+                    let p = run_job(plan, job, hashing, fh.as_ref(), buf, progress, &mut out)?;
+                    Ok(p.map(|p| (job.seg, p)))
+                })
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .flatten()
+                .collect();
+            sink.commit()?;
+            written.into_inner()
         }
         Target::Stdout => {
             let stdout = std::io::stdout();
             let mut sink = StreamSink::new(stdout.lock(), "standard output");
-            // Read a window of chunks in parallel, write them in order; memory is
-            // bounded by the window.
+            // Fill a window of segments in parallel, write them in order; memory
+            // is bounded by the window.
             let window = 2 * rayon::current_num_threads() + 2;
             for group in jobs.chunks(window) {
-                let bufs: Vec<Vec<u8>> = group
+                let filled: Vec<(Vec<u8>, Option<Part>)> = group
                     .par_iter()
-                    .map(|&job| -> Result<Vec<u8>> {
-                        let mut b = vec![0u8; job.len as usize];
-                        read_job(plan, job, &mut b)?;
-                        Ok(b)
+                    .map_init(Vec::new, |buf, &job| -> Result<(Vec<u8>, Option<Part>)> {
+                        let s0 = job.seg * SEGMENT;
+                        let len = (plan.len - s0).min(SEGMENT) as usize;
+                        let mut seg = vec![0u8; len];
+                        let mut out = |at: u64, b: &[u8]| -> Result<()> {
+                            let i = (at - s0) as usize;
+                            seg[i..i + b.len()].copy_from_slice(b);
+                            Ok(())
+                        };
+                        let p = run_job(plan, job, hashing, fh.as_ref(), buf, progress, &mut out)?;
+                        Ok((seg, p))
                     })
                     .collect::<Result<_>>()?;
-                for (job, b) in group.iter().zip(bufs) {
-                    sink.write_at(plan.writes[job.index].at + job.within, &b)?;
-                    progress.advance(job.len);
+                for (job, (seg, p)) in group.iter().zip(filled) {
+                    sink.write_at(job.seg * SEGMENT, &seg)?;
+                    if let Some(p) = p {
+                        parts.push((job.seg, p));
+                    }
                 }
             }
             let mut out = sink.finish(plan.len)?;
             out.flush()
                 .map_err(|e| crate::Error::output("standard output", e))?;
-            WriteStats {
-                len: plan.len,
-                data_bytes: plan.data_bytes(),
-            }
+            plan.data_bytes()
         }
     };
     progress.finish();
-    Ok(stats)
+    parts.sort_by_key(|p| p.0);
+    let blake3 = if hashing.output {
+        let v: Vec<Part> = parts.into_iter().map(|p| p.1).collect();
+        hash::combine(&v, plan.len)
+    } else {
+        None
+    };
+    Ok(WriteStats {
+        len: plan.len,
+        data_bytes,
+        blake3,
+        files: fh.map(FileHashing::hashes).unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]
@@ -175,5 +435,76 @@ mod tests {
             std::fs::read_dir(dir.path()).unwrap().count() == 2,
             "no temporary file left"
         );
+    }
+
+    #[test]
+    fn output_and_file_hashes_match_sequential_hashes() {
+        use crate::output::plan::FileTag;
+        let seg = SEGMENT;
+        let src: Arc<dyn Disk> = Arc::new(MemDisk::new(
+            (0..(24u32 << 20))
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect(),
+        ));
+        // File 1: 9 MiB + 5 bytes with a hole from 2 MiB to 3 MiB, its pieces
+        // placed out of logical order and across output segments. File 2: small,
+        // one piece. File 3: its first segment is all hole.
+        let f1 = 9 * (1 << 20) + 5;
+        let tag = |node, logical, size| {
+            Some(FileTag {
+                volume: 1,
+                node,
+                logical,
+                size,
+            })
+        };
+        let mut p = Plan::new(40 << 20);
+        p.copy_tagged(seg * 6 + 100, src.clone(), 0, 2 << 20, tag(1, 0, f1));
+        p.copy_tagged(
+            seg + 7,
+            src.clone(),
+            3 << 20,
+            f1 - (3 << 20),
+            tag(1, 3 << 20, f1),
+        );
+        p.copy_tagged(seg * 8, src.clone(), 1 << 20, 5000, tag(2, 0, 5000));
+        p.copy_tagged(
+            seg * 9 - 10,
+            src.clone(),
+            7 << 20,
+            4096,
+            tag(3, seg + 1, seg + 4097),
+        );
+        p.bytes(0, vec![9u8; 3000]);
+        p.seal().unwrap();
+
+        let want1 = {
+            let mut b = vec![0u8; f1 as usize];
+            src.read_at(0, &mut b[..2 << 20]).unwrap();
+            src.read_at(3 << 20, &mut b[3 << 20..]).unwrap();
+            blake3::hash(&b)
+        };
+        let want2 = {
+            let mut b = vec![0u8; 5000];
+            src.read_at(1 << 20, &mut b).unwrap();
+            blake3::hash(&b)
+        };
+        let want3 = {
+            let mut b = vec![0u8; (seg + 4097) as usize];
+            src.read_at(7 << 20, &mut b[seg as usize + 1..]).unwrap();
+            blake3::hash(&b)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.raw");
+        let all = Hashing {
+            output: true,
+            files: true,
+        };
+        let st = write_plan_hashed(&p, &Target::File(out.clone()), &Silent, all).unwrap();
+        assert_eq!(st.blake3, Some(blake3::hash(&std::fs::read(&out).unwrap())));
+        assert_eq!(st.files.len(), 3);
+        assert_eq!(st.files[&(1, 1)], want1);
+        assert_eq!(st.files[&(1, 2)], want2);
+        assert_eq!(st.files[&(1, 3)], want3);
     }
 }

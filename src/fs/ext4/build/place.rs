@@ -19,7 +19,7 @@ use crate::error::{Error, Location, Result};
 use crate::fs::ext4::group::{bg_flags, desc_checksum, GroupDesc};
 use crate::fs::ext4::ondisk::{self, ftype, ino as special_ino, inode_flags};
 use crate::fs::ext4::superblock::{incompat, ro_compat, state, Superblock, SUPERBLOCK_OFFSET};
-use crate::output::plan::Plan;
+use crate::output::plan::{FileTag, Plan};
 use crate::tree::{Flavor, Kind, NodeId, Src, Time, Tree};
 
 /// A volume made of an owned byte blob (tree blobs referenced by the plan).
@@ -623,7 +623,7 @@ impl<'a> Output<'a> {
                     if m.data.len() > ranges.len() {
                         self.stats.fragmented_files += 1;
                     }
-                    self.copy_runs(runs, &m.data)?;
+                    self.copy_runs(runs, &m.data, Some((id, node.size)))?;
                     mapped = Some(m);
                 }
                 Body::Dir(shape) => {
@@ -707,8 +707,14 @@ impl<'a> Output<'a> {
         Ok(node.flags & !(inode_flags::STRUCTURAL | refused))
     }
 
-    /// Plan the copies of a file's runs into its blocks.
-    pub(super) fn copy_runs(&mut self, runs: &[crate::tree::Run], exts: &[Ext]) -> Result<()> {
+    /// Plan the copies of a file's runs into its blocks, tagged with the node id
+    /// and size of the file they belong to, when given.
+    pub(super) fn copy_runs(
+        &mut self,
+        runs: &[crate::tree::Run],
+        exts: &[Ext],
+        file: Option<(NodeId, u64)>,
+    ) -> Result<()> {
         let bs = self.geo.bs;
         for r in runs {
             if r.len == 0 {
@@ -726,7 +732,14 @@ impl<'a> Output<'a> {
                 let t = end.min(ee);
                 if s < t {
                     let at = e.pblk * bs + (s - es);
-                    self.plan.copy(at, disk.clone(), base + (s - start), t - s);
+                    let tag = file.map(|(node, size)| FileTag {
+                        volume: 0,
+                        node,
+                        logical: s,
+                        size,
+                    });
+                    self.plan
+                        .copy_tagged(at, disk.clone(), base + (s - start), t - s, tag);
                     self.stats.data_bytes += t - s;
                 }
             }
