@@ -15,6 +15,7 @@ pub mod guest;
 pub mod image;
 pub mod inspect;
 pub mod output;
+pub mod pipeline;
 pub mod policy;
 pub mod progress;
 pub mod repack;

@@ -195,6 +195,21 @@ pub fn plan(image: &Image, volumes: &[Option<Ext4Volume>], size: DiskSize) -> Re
                 })?;
                 let page = header.recreate(v.len)?.to_page()?;
                 outcome.action = "swap re-created".into();
+                match size {
+                    _ if !resizable => {}
+                    DiskSize::Bytes(_) => {
+                        return Err(Error::unsupported(format!(
+                            "resizing the disk: its last volume ({}) is swap, and imgsan does not move partitions",
+                            v.name()
+                        )))
+                    }
+                    _ => {
+                        outcome.note = Some(
+                            "the disk was not shrunk: its last partition is swap, re-created at its size"
+                                .into(),
+                        )
+                    }
+                }
                 VolumeFill {
                     start: v.start,
                     src_len: v.len,

@@ -114,6 +114,9 @@ pub fn render_text(report: &Report, color: bool) -> String {
         .map(escape_terminal)
         .unwrap_or_else(|| "(no image)".into());
     let _ = writeln!(out, "imgsan {verb}: {image} (today {})", report.today);
+    if let Some(h) = &report.image.blake3 {
+        let _ = writeln!(out, "input blake3 {h}");
+    }
     if let Some(n) = &report.image.name {
         let _ = writeln!(out, "image name: {}", escape_terminal(n));
     }
@@ -150,6 +153,12 @@ pub fn render_text(report: &Report, color: bool) -> String {
             }
         }
     }
+    if let Some(v) = &report.sanitize {
+        sanitize_text(&mut out, v);
+    }
+    if let Some(v) = &report.output {
+        output_text(&mut out, v);
+    }
     let s = &report.summary;
     let verdict = if s.passed {
         paint.p(GREEN, "PASSED")
@@ -172,6 +181,157 @@ pub fn render_text(report: &Report, color: bool) -> String {
         ),
     );
     out
+}
+
+/// The sanitize section: one line per rule that did something, then totals.
+fn sanitize_text(out: &mut String, v: &serde_json::Value) {
+    let n = |r: &serde_json::Value, k: &str| r.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+    let _ = writeln!(out, "\nSanitize rules");
+    for r in v
+        .get("rules")
+        .and_then(|r| r.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let id = r.get("id").and_then(|x| x.as_str()).unwrap_or("?");
+        let status = r.get("status").and_then(|x| x.as_str()).unwrap_or("?");
+        if status != "applied" {
+            if status == "excepted" || status == "disabled-by-option" {
+                let _ = writeln!(out, "  {id}: {status}");
+            }
+            continue;
+        }
+        let mut parts = Vec::new();
+        for (k, what) in [
+            ("files_deleted", "deleted"),
+            ("dirs_deleted", "dirs deleted"),
+            ("files_truncated", "truncated"),
+            ("files_overwritten", "overwritten"),
+            ("files_created", "created"),
+        ] {
+            if n(r, k) > 0 {
+                parts.push(format!("{} {what}", n(r, k)));
+            }
+        }
+        if n(r, "bytes_freed") > 0 {
+            parts.push(format!("{} freed", human(n(r, "bytes_freed"))));
+        }
+        if parts.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "  {id}: {}", parts.join(", "));
+        for note in r
+            .get("notes")
+            .and_then(|x| x.as_array())
+            .into_iter()
+            .flatten()
+            .take(5)
+        {
+            if let Some(t) = note.as_str() {
+                let _ = writeln!(out, "      {}", escape_terminal(t));
+            }
+        }
+    }
+    if let Some(t) = v.get("totals") {
+        let _ = writeln!(
+            out,
+            "  total: {} files and {} directories deleted ({} freed), {} truncated, {} overwritten, {} created",
+            n(t, "files_deleted"),
+            n(t, "dirs_deleted"),
+            human(n(t, "bytes_freed")),
+            n(t, "files_truncated"),
+            n(t, "files_overwritten"),
+            n(t, "files_created"),
+        );
+    }
+}
+
+/// The output section: volumes, sizes, hashes.
+fn output_text(out: &mut String, v: &serde_json::Value) {
+    let u = |k: &str| v.get(k).and_then(|x| x.as_u64());
+    let st = |k: &str| v.get(k).and_then(|x| x.as_str());
+    let dry = v.get("dry_run").and_then(|x| x.as_bool()).unwrap_or(false);
+    let _ = writeln!(
+        out,
+        "\n{}",
+        if dry {
+            "Output (dry run: nothing written)"
+        } else {
+            "Output"
+        }
+    );
+    for vol in v
+        .get("volumes")
+        .and_then(|x| x.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let g = |k: &str| vol.get(k).and_then(|x| x.as_str()).unwrap_or("");
+        let size = |k: &str| human(vol.get(k).and_then(|x| x.as_u64()).unwrap_or(0));
+        let note = vol
+            .get("note")
+            .and_then(|x| x.as_str())
+            .map(|n| format!(" ({})", escape_terminal(n)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {}: {}, {} -> {}{note}",
+            g("name"),
+            g("action"),
+            size("source_size"),
+            size("output_size")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  kept {} files ({}); disk {}{}",
+        u("files_kept").unwrap_or(0),
+        human(u("bytes_kept").unwrap_or(0)),
+        human(u("size_bytes").unwrap_or(0)),
+        if v.get("table_rewritten").and_then(|x| x.as_bool()) == Some(true) {
+            ", partition table rewritten"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  plan: {} of data to write",
+        human(u("planned_data_bytes").unwrap_or(0))
+    );
+    if let Some(p) = st("path") {
+        let _ = writeln!(
+            out,
+            "  wrote {} ({} of data)",
+            escape_terminal(p),
+            human(u("data_bytes").unwrap_or(0))
+        );
+    }
+    if let Some(h) = st("blake3") {
+        let _ = writeln!(out, "  output blake3 {h}");
+    }
+    if let Some(m) = st("manifest") {
+        let _ = writeln!(out, "  manifest {}", escape_terminal(m));
+    }
+    if v.get("forced").and_then(|x| x.as_bool()) == Some(true) {
+        let _ = writeln!(out, "  written despite blocking findings (--force)");
+    }
+}
+
+/// "1.5 GiB".
+fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 // ---- JSON -----------------------------------------------------------------------

@@ -150,6 +150,9 @@ pub struct Report {
     /// fixes its layout).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub sanitize: Option<serde_json::Value>,
+    /// Filled by `sanitize`: the output written (or planned, on a dry run).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub output: Option<serde_json::Value>,
     pub summary: Summary,
 }
 
@@ -204,6 +207,7 @@ impl Report {
             findings,
             facts,
             sanitize: None,
+            output: None,
             summary: Summary::default(),
         };
         r.summary = r.compute_summary();
@@ -247,6 +251,13 @@ impl Report {
                 f.fixed_by_sanitize = None;
             }
         }
+        self.summary = self.compute_summary();
+    }
+
+    /// Switch the report to `mode` (a sanitize run starts from a check's
+    /// report), recomputing what blocks.
+    pub fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
         self.summary = self.compute_summary();
     }
 
