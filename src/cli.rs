@@ -903,12 +903,50 @@ fn print_disk_summary(out: &mut impl Write, s: &imgsan::image::DiskSummary) -> s
 }
 
 /// Progress bars on a terminal, nothing otherwise (CI, pipes, --quiet).
+/// Bars on a terminal; one plain line per finished phase when standard error is
+/// a log (CI, a pipe); nothing with --quiet.
 fn progress_for(cli: &Cli) -> Box<dyn Progress> {
     let ci = std::env::var_os("CI").is_some();
-    if cli.quiet || ci || !std::io::stderr().is_terminal() {
+    if cli.quiet {
         Box::new(Silent)
+    } else if ci || !std::io::stderr().is_terminal() {
+        Box::new(Lines::default())
     } else {
         Box::new(Bars::default())
+    }
+}
+
+/// Plain progress for logs: "imgsan: write: 1.2 GiB in 3.4 s" when a phase ends.
+#[derive(Default)]
+struct Lines {
+    phase: Mutex<Option<(String, std::time::Instant, u64, Unit)>>,
+}
+
+impl Progress for Lines {
+    fn start(&self, phase: &str, total: u64, unit: Unit) {
+        if let Ok(mut p) = self.phase.lock() {
+            *p = Some((phase.to_string(), std::time::Instant::now(), total, unit));
+        }
+    }
+
+    fn advance(&self, _: u64) {}
+
+    fn finish(&self) {
+        if let Some((phase, t0, total, unit)) = self.phase.lock().ok().and_then(|mut p| p.take()) {
+            let what = match unit {
+                _ if total == 0 => "done".to_string(),
+                Unit::Bytes => human(total),
+                Unit::Items => format!("{total} items"),
+            };
+            eprintln!(
+                "imgsan: {phase}: {what} in {:.1} s",
+                t0.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    fn note(&self, line: &str) {
+        eprintln!("{line}");
     }
 }
 
