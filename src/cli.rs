@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use imgsan::check;
+use imgsan::check::text::human;
 use imgsan::disk;
 use imgsan::output::convert::{self, Target};
 use imgsan::output::report;
@@ -202,32 +203,8 @@ enum Command {
     Check {
         /// The image to check (RAW or QCOW2).
         input: PathBuf,
-        /// The image name (overrides the request file's `name`).
-        #[arg(long, value_name = "N")]
-        name: Option<String>,
-        /// The image description (overrides the request file's `description`).
-        #[arg(long, value_name = "D")]
-        description: Option<String>,
-        /// An imaging request file (YAML): name, description, allowlist,
-        /// exceptions, ...
-        #[arg(long, value_name = "FILE")]
-        request: Option<PathBuf>,
-        /// More featured image names, one per line (blank lines and # comments
-        /// skipped), besides the rules' list.
-        #[arg(long, value_name = "FILE")]
-        featured_names: Option<PathBuf>,
-        /// The user's existing image names, one per line: reusing one is a
-        /// warning.
-        #[arg(long, value_name = "FILE")]
-        existing_names: Option<PathBuf>,
-        /// The date end-of-life checks use, YYYY-MM-DD (default: today, UTC). Set
-        /// it in CI for reproducible results.
-        #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
-        today: Option<imgsan::rules::Date>,
-        /// A rules directory (policy.yaml, eol.yaml, denylist.yaml, ...) whose
-        /// files replace the built-in ones, kind by kind.
-        #[arg(long, value_name = "DIR")]
-        rules: Option<PathBuf>,
+        #[command(flatten)]
+        check: CheckArgs,
         /// Report format.
         #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json", "junit"])]
         format: String,
@@ -288,16 +265,20 @@ struct CheckArgs {
     /// exceptions, ...
     #[arg(long, value_name = "FILE")]
     request: Option<PathBuf>,
-    /// More featured image names, one per line.
+    /// More featured image names, one per line (blank lines and # comments
+    /// skipped), besides the rules' list.
     #[arg(long, value_name = "FILE")]
     featured_names: Option<PathBuf>,
-    /// The user's existing image names, one per line.
+    /// The user's existing image names, one per line: reusing one is a
+    /// warning.
     #[arg(long, value_name = "FILE")]
     existing_names: Option<PathBuf>,
-    /// The date end-of-life checks use, YYYY-MM-DD (default: today, UTC).
+    /// The date end-of-life checks use, YYYY-MM-DD (default: today, UTC). Set
+    /// it in CI for reproducible results.
     #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
     today: Option<imgsan::rules::Date>,
-    /// A rules directory whose files replace the built-in ones, kind by kind.
+    /// A rules directory (policy.yaml, eol.yaml, denylist.yaml, ...) whose
+    /// files replace the built-in ones, kind by kind.
     #[arg(long, value_name = "DIR")]
     rules: Option<PathBuf>,
 }
@@ -688,26 +669,12 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         }
         Command::Check {
             input,
-            name,
-            description,
-            request,
-            featured_names,
-            existing_names,
-            today,
-            rules,
+            check: check_args,
             format,
             output,
             image_format,
         } => {
-            let opts = check::CheckOptions {
-                name: name.clone(),
-                description: description.clone(),
-                request: request.clone(),
-                featured_names: featured_names.clone(),
-                existing_names: existing_names.clone(),
-                today: *today,
-                rules_dir: rules.clone(),
-            };
+            let opts = check_args.options();
             let inputs = match check::Inputs::load(&opts) {
                 Ok(i) => i,
                 Err(e) => return Ok(rules_error(&e)),
@@ -818,22 +785,6 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> 
         return Err(imgsan::Error::output(path.display().to_string(), e).into());
     }
     Ok(())
-}
-
-/// Sizes for people: 1.5 GiB, 512 MiB, 300 KiB.
-fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 fn print_disk_summary(out: &mut impl Write, s: &imgsan::image::DiskSummary) -> std::io::Result<()> {

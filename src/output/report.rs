@@ -19,6 +19,7 @@
 
 use std::fmt::Write as _;
 
+use crate::check::text::human;
 pub use crate::policy::exit_code;
 use crate::policy::{Finding, Mode, Report, Severity};
 
@@ -315,22 +316,6 @@ fn output_text(out: &mut String, v: &serde_json::Value) {
     }
     if v.get("forced").and_then(|x| x.as_bool()) == Some(true) {
         let _ = writeln!(out, "  written despite blocking findings (--force)");
-    }
-}
-
-/// "1.5 GiB".
-fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 
