@@ -147,6 +147,12 @@ impl FileHashing {
             let key = (tag.volume, tag.node);
             files.insert(key, tag.size);
             for (o, l, n) in portions(w.at, w.len, tag) {
+                // Bytes past the end of the file (a hostile image's extent beyond
+                // i_size) are not content.
+                if l >= tag.size {
+                    continue;
+                }
+                let n = n.min(tag.size - l);
                 let e = seen
                     .entry((key, l / SEGMENT))
                     .or_insert((o / SEGMENT, 0, 0, true));
@@ -197,6 +203,10 @@ impl FileHashing {
     ) {
         let fseg = l / SEGMENT;
         let size = self.files.get(&key).copied().unwrap_or(0);
+        if l >= size {
+            return;
+        }
+        let b = &b[..b.len().min((size - l) as usize)];
         match self.kind.get(&(key, fseg)) {
             Some(FileSeg::Local) => local
                 .entry((key, fseg))
@@ -475,8 +485,16 @@ mod tests {
             4096,
             tag(3, seg + 1, seg + 4097),
         );
+        // File 4: a write running past the file's end (a hostile extent beyond
+        // i_size): only the first 100 bytes are content.
+        p.copy_tagged(seg * 9 + 8192, src.clone(), 5, 5000, tag(4, 0, 100));
         p.bytes(0, vec![9u8; 3000]);
         p.seal().unwrap();
+        let want4 = {
+            let mut b = vec![0u8; 100];
+            src.read_at(5, &mut b).unwrap();
+            blake3::hash(&b)
+        };
 
         let want1 = {
             let mut b = vec![0u8; f1 as usize];
@@ -502,7 +520,8 @@ mod tests {
         };
         let st = write_plan_hashed(&p, &Target::File(out.clone()), &Silent, all).unwrap();
         assert_eq!(st.blake3, Some(blake3::hash(&std::fs::read(&out).unwrap())));
-        assert_eq!(st.files.len(), 3);
+        assert_eq!(st.files.len(), 4);
+        assert_eq!(st.files[&(1, 4)], want4);
         assert_eq!(st.files[&(1, 1)], want1);
         assert_eq!(st.files[&(1, 2)], want2);
         assert_eq!(st.files[&(1, 3)], want3);
