@@ -91,7 +91,9 @@ EOF
   rm -rf "$TREE"
   rm -f "$RAW"
   truncate -s "${SIZE_MIB}M" "$RAW"
-  sgdisk -q -n "1:2048:+${PART_MIB}M" -t 1:8300 "$RAW"
+  # No -q: sgdisk 1.0.9 accepts it and then writes no table.
+  sgdisk -n "1:2048:+${PART_MIB}M" -t 1:8300 "$RAW" >/dev/null
+  [ "$(sgdisk -p "$RAW" | grep -c '^ *1 ')" = 1 ] || { echo "sgdisk wrote no table" >&2; exit 1; }
   dd if="$PART" of="$RAW" bs=4M seek=1M oflag=seek_bytes conv=sparse,notrunc status=none
   rm -f "$PART"
 fi
