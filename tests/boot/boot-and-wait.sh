@@ -7,6 +7,9 @@
 # last console lines. The image is opened with snapshot=on: the boot never writes to it.
 # qemu is always killed on exit. $IMGSAN_BOOT_ACCEL overrides the accelerator (tcg);
 # $IMGSAN_BOOT_LOG keeps the console log at that path.
+# The guest gets a virtio-rng device, as cloud instances do: under TCG the kernel's
+# own entropy gathering is slow, and `ssh-keygen -A` at first boot would otherwise
+# wait minutes for getrandom().
 set -euo pipefail
 
 img=${1:?usage: boot-and-wait.sh IMG TIMEOUT [EXTRA_REGEX...]}
@@ -21,7 +24,8 @@ qemu-system-x86_64 -accel "$accel" -m 1024 -smp 1 \
   -display none -vga none -monitor none -no-reboot -nodefaults \
   -serial "file:$log" \
   -drive "file=$img,format=raw,if=virtio,snapshot=on" \
-  -nic user,model=virtio-net-pci &
+  -nic user,model=virtio-net-pci \
+  -object rng-random,id=rng0,filename=/dev/urandom -device virtio-rng-pci,rng=rng0 &
 qemu=$!
 cleanup() { kill "$qemu" 2>/dev/null || true; wait "$qemu" 2>/dev/null || true; }
 trap cleanup EXIT
