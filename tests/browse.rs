@@ -553,6 +553,33 @@ fn ls_and_cat_on_a_guest_disk() {
         fs::read(g.boot.as_ref().unwrap().join("grub/grub.cfg")).unwrap()
     );
 
+    // inspect: the existing JSON keys stay, `filesystems` has each ext4 volume.
+    let doc: serde_json::Value =
+        serde_json::from_slice(&ok(&[b"inspect", img_b, b"--json"])).unwrap();
+    for key in ["image", "format", "partition_table", "volumes", "facts"] {
+        assert!(doc.get(key).is_some(), "inspect --json lost {key}");
+    }
+    let fss = doc["filesystems"].as_array().unwrap();
+    let got: Vec<(String, String)> = fss
+        .iter()
+        .map(|f| {
+            (
+                f["volume"].as_str().unwrap().to_string(),
+                f["uuid"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let mut want: Vec<(u32, String)> = vec![
+        (d.part(Role::Boot).number, g.ids.boot_uuid.clone()),
+        (d.part(Role::Root).number, g.ids.root_uuid.clone()),
+    ];
+    want.sort();
+    let want: Vec<(String, String)> = want
+        .into_iter()
+        .map(|(n, u)| (format!("partition {n}"), u))
+        .collect();
+    assert_eq!(got, want);
+
     // Unreadable images: exit 3.
     let junk = dir.path().join("junk.raw");
     fs::write(&junk, guest::det_bytes("browse/junk", 1 << 20)).unwrap();
@@ -593,6 +620,75 @@ fn data_filesystems_without_a_guest_root() {
     let bare_b = bare.as_os_str().as_bytes();
     assert_eq!(ok(&[b"ls", bare_b]), b"lost+found\nsub\n");
     assert_eq!(ok(&[b"cat", bare_b, b"sub/file"]), b"from a\n");
+
+    // inspect's filesystem details against dumpe2fs, on the bare filesystem
+    // after debugfs left a committed transaction in its journal.
+    fs::write(dir.path().join("block"), vec![0x5a; 1024]).unwrap();
+    let script = dir.path().join("journal.txt");
+    fs::write(
+        &script,
+        format!(
+            "jo\njw -b 3000 {}\njc\n",
+            dir.path().join("block").display()
+        ),
+    )
+    .unwrap();
+    guest::run(
+        Command::new("debugfs")
+            .arg("-w")
+            .arg("-f")
+            .arg(&script)
+            .arg(&bare),
+    );
+    let dump = guest::run(Command::new("dumpe2fs").arg("-h").arg(&bare));
+    let field = |k: &str| -> String {
+        dump.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix(':'))
+            .unwrap_or_else(|| panic!("dumpe2fs has no {k}"))
+            .trim()
+            .to_string()
+    };
+    assert!(field("Filesystem features").contains("needs_recovery"));
+    let doc: serde_json::Value =
+        serde_json::from_slice(&ok(&[b"inspect", bare_b, b"--json"])).unwrap();
+    let f = &doc["filesystems"][0];
+    let num = |k: &str| f[k].as_u64().unwrap().to_string();
+    let features: Vec<&str> = f["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    assert_eq!(features.join(" "), field("Filesystem features"));
+    assert_eq!(f["uuid"].as_str().unwrap(), field("Filesystem UUID"));
+    assert_eq!(num("block_size"), field("Block size"));
+    assert_eq!(num("inode_size"), field("Inode size"));
+    assert_eq!(num("inodes_count"), field("Inode count"));
+    assert_eq!(num("free_inodes"), field("Free inodes"));
+    assert_eq!(num("free_blocks"), field("Free blocks"));
+    assert_eq!(num("blocks_count"), field("Block count"));
+    assert_eq!(num("reserved_blocks"), field("Reserved block count"));
+    assert_eq!(
+        f["used_bytes"].as_u64().unwrap(),
+        (f["blocks_count"].as_u64().unwrap() - f["free_blocks"].as_u64().unwrap())
+            * f["block_size"].as_u64().unwrap()
+    );
+    assert_eq!(f["state"], "clean");
+    assert_eq!(f["journal"]["kind"], "internal");
+    assert_eq!(f["journal"]["needs_recovery"], true);
+    assert_eq!(f["journal"]["replayed"], true);
+    assert_eq!(f["transactions_replayed"], 1);
+    assert_eq!(f["blocks_replayed"], 1);
+    assert_eq!(f["orphans"], 0);
+    let text = String::from_utf8(ok(&[b"inspect", bare_b])).unwrap();
+    for want in [
+        format!("features:     {}", field("Filesystem features")),
+        format!("block size:   {}", field("Block size")),
+        "needs_recovery yes, replayed yes (1 transactions, 1 blocks, 0 revoked)".to_string(),
+        "orphans:      0".to_string(),
+    ] {
+        assert!(text.contains(&want), "inspect text lacks {want:?}:\n{text}");
+    }
 
     // Two data filesystems on a GPT disk: ambiguous without --volume.
     let (pa, pb) = (dir.path().join("pa"), dir.path().join("pb"));
