@@ -161,6 +161,10 @@ enum Command {
     /// Show what an image holds: format, sizes, partitions, filesystems, and the
     /// guest's facts.
     ///
+    /// For each ext2/3/4 filesystem: features, block and inode size, inodes and
+    /// blocks used and free, state, the journal (needs_recovery, what replay
+    /// applied) and orphan inodes.
+    ///
     /// The facts: OS and version, filesystems and whether they were unmounted
     /// cleanly, every fstab entry and how it resolved, users and groups, home
     /// directories with sizes, installed packages (dpkg or rpm), software under
@@ -168,7 +172,7 @@ enum Command {
     /// post-boot scripts, daemon configurations and denylist matches. Nothing is
     /// judged here; `imgsan check` applies the policy.
     #[command(
-        after_help = "Examples:\n  imgsan inspect disk.qcow2\n  imgsan inspect disk.raw --json | jq '.facts.os'\n  imgsan inspect disk.raw --json | jq -r '.facts.packages.dpkg[].name'"
+        after_help = "Examples:\n  imgsan inspect disk.qcow2\n  imgsan inspect disk.raw --json | jq '.facts.os'\n  imgsan inspect disk.raw --json | jq -r '.facts.packages.dpkg[].name'\n  imgsan inspect disk.raw --json | jq '.filesystems[] | {volume, features, state, journal}'"
     )]
     Inspect {
         /// The image to inspect.
@@ -183,6 +187,65 @@ enum Command {
         /// (default: the built-in rules).
         #[arg(long, value_name = "DIR")]
         rules: Option<PathBuf>,
+    },
+    /// List a directory of the guest, as `ls -A` would.
+    ///
+    /// PATH is a path in the guest: the root filesystem with the others mounted
+    /// where its /etc/fstab says. Symlinks (absolute ones too) and ".." resolve
+    /// inside the guest, never on the host. An image without a guest root (a
+    /// bare data filesystem) is browsed from its one readable filesystem; with
+    /// several, --volume chooses. Names that are not printable are escaped
+    /// (\xHH, and \\ for a backslash); times are UTC.
+    ///
+    /// Exit codes: 0 listed; 2 no such path in the guest (or a bad option);
+    /// 3 image unreadable or unsupported.
+    #[command(
+        after_help = "Examples:\n  imgsan ls disk.qcow2\n  imgsan ls disk.qcow2 /etc -l\n  imgsan ls disk.raw /boot -R\n  imgsan ls data.raw / --volume 2 -lR"
+    )]
+    Ls {
+        /// The image (RAW or QCOW2).
+        input: PathBuf,
+        /// A path in the guest (default: /).
+        #[arg(default_value = "/")]
+        path: PathBuf,
+        /// Long format: mode, links, uid, gid, size (major, minor for
+        /// devices), mtime, name (and "-> target" for symlinks). A symlink given
+        /// as PATH is shown itself, not followed, unless PATH ends in "/".
+        #[arg(short, long)]
+        long: bool,
+        /// List subdirectories too (not through symlinks, across mounts), each
+        /// headed by its guest path and a colon.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        /// Browse partition N alone as / (its number as `imgsan inspect` shows).
+        #[arg(long, value_name = "N")]
+        volume: Option<u32>,
+        /// Force the input format instead of detecting it.
+        #[arg(long, value_parser = ["raw", "qcow2"])]
+        format: Option<String>,
+    },
+    /// Write a guest file's bytes to standard output.
+    ///
+    /// PATH resolves as for `imgsan ls`; symlinks are followed inside the guest.
+    /// The content is streamed in chunks of at most 1 MiB; holes read as zeros.
+    ///
+    /// Exit codes: 0 written; 2 no such path in the guest, or a path that is a
+    /// directory or special file, not a regular file; 3 image unreadable or
+    /// unsupported; 4 standard output could not be written.
+    #[command(
+        after_help = "Examples:\n  imgsan cat disk.qcow2 /etc/os-release\n  imgsan cat disk.raw /etc/fstab | grep -v '^#'\n  imgsan cat disk.raw /var/log/syslog --volume 1 > syslog"
+    )]
+    Cat {
+        /// The image (RAW or QCOW2).
+        input: PathBuf,
+        /// A path in the guest.
+        path: PathBuf,
+        /// Browse partition N alone as / (its number as `imgsan inspect` shows).
+        #[arg(long, value_name = "N")]
+        volume: Option<u32>,
+        /// Force the input format instead of detecting it.
+        #[arg(long, value_parser = ["raw", "qcow2"])]
+        format: Option<String>,
     },
     /// Check an image against the imaging policy and write a report.
     ///
@@ -647,26 +710,53 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             let summary = image.summary();
             let (volumes, _) = check::read_volumes(&image);
             let facts = check::gather(&volumes, &rules);
+            let filesystems = imgsan::browse::fs_details(&volumes);
             let mut out = std::io::stdout().lock();
             if *json {
                 #[derive(serde::Serialize)]
                 struct Inspected<'a> {
                     #[serde(flatten)]
                     disk: &'a imgsan::image::DiskSummary,
+                    /// Per ext2/3/4 volume: features, sizes, counts, journal.
+                    filesystems: &'a [imgsan::browse::FsDetails],
                     facts: &'a check::Facts,
                 }
                 let doc = Inspected {
                     disk: &summary,
+                    filesystems: &filesystems,
                     facts: &facts,
                 };
                 serde_json::to_writer_pretty(&mut out, &doc)?;
                 writeln!(out)?;
             } else {
                 print_disk_summary(&mut out, &summary)?;
+                out.write_all(imgsan::browse::render_fs_details(&filesystems).as_bytes())?;
                 out.write_all(check::text::render(&facts).as_bytes())?;
             }
             Ok(EXIT_CLEAN)
         }
+        Command::Ls {
+            input,
+            path,
+            long,
+            recursive,
+            volume,
+            format,
+        } => browse(input, format, *volume, |view, out| {
+            let opts = imgsan::browse::LsOptions {
+                long: *long,
+                recursive: *recursive,
+            };
+            imgsan::browse::ls(view, path.as_os_str().as_encoded_bytes(), opts, out)
+        }),
+        Command::Cat {
+            input,
+            path,
+            volume,
+            format,
+        } => browse(input, format, *volume, |view, out| {
+            imgsan::browse::cat(view, path.as_os_str().as_encoded_bytes(), out).map(|_| ())
+        }),
         Command::Check {
             input,
             check: check_args,
@@ -727,6 +817,46 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             let mut out = std::io::stdout().lock();
             out.write_all(text.as_bytes())?;
             Ok(EXIT_CLEAN)
+        }
+    }
+}
+
+/// Opens the image, reads its filesystems and runs `ls` or `cat` over the guest.
+/// A path or volume the guest does not have is a usage error (exit 2).
+fn browse(
+    input: &std::path::Path,
+    format: &Option<String>,
+    volume: Option<u32>,
+    f: impl FnOnce(&imgsan::browse::View<'_>, &mut dyn Write) -> Result<(), imgsan::browse::BrowseError>,
+) -> anyhow::Result<u8> {
+    use imgsan::browse::BrowseError;
+    let opts = disk::OpenOptions {
+        format: format.clone(),
+    };
+    let image =
+        imgsan::image::Image::open(input, &opts).with_context(|| input.display().to_string())?;
+    let (volumes, errors) = check::read_volumes(&image);
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    let res = imgsan::browse::view(&volumes, errors, volume).and_then(|view| {
+        for w in &view.warnings {
+            eprintln!("imgsan: warning: {w}");
+        }
+        f(&view, &mut out)
+    });
+    match res {
+        Ok(()) => {
+            out.flush()
+                .map_err(|e| imgsan::Error::output("standard output", e))?;
+            Ok(EXIT_CLEAN)
+        }
+        Err(BrowseError::Request(msg)) => {
+            let _ = out.flush();
+            eprintln!("imgsan: {msg}");
+            Ok(EXIT_USAGE)
+        }
+        Err(BrowseError::Failed(e)) => {
+            let _ = out.flush();
+            Err(anyhow::Error::new(e).context(input.display().to_string()))
         }
     }
 }

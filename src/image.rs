@@ -73,7 +73,15 @@ impl Image {
         let mut volumes = Vec::new();
         for v in table.volumes() {
             let slice: Arc<dyn Disk> = Arc::new(Slice::new(disk.clone(), v.start, v.len)?);
-            let probed = probe::probe(slice.as_ref())?;
+            // A volume whose header is damaged (an ext4 superblock failing its
+            // checksum) fails the whole image: say which volume.
+            let probed = probe::probe(slice.as_ref()).map_err(|e| {
+                let name = match v.partition {
+                    Some(p) => format!("partition {}", p.index),
+                    None => "the whole disk".to_string(),
+                };
+                crate::Error::within(name, e)
+            })?;
             volumes.push(ImageVolume {
                 partition: v.partition.cloned(),
                 start: v.start,
