@@ -31,6 +31,8 @@
 # Usage: benches/sanitize.sh [WORKDIR]   (default /var/tmp/imgsan-sanbench)
 # Environment: RUNS (default 3); IMGSAN_CMD, the imgsan subcommand and its options
 # placed before IN (default "sanitize --force"; "repack" works as a stand-in).
+# The guest has no sshd, a blocking finding that sanitize does not fix: with
+# --force imgsan writes the image and exits 1, which the timing accepts.
 # Needs: root (the guest's files are owned by its users), cargo, mke2fs, debugfs,
 # sgdisk, mkswap, ssh-keygen, python3, qemu-img, hyperfine, /usr/bin/time,
 # virt-sysprep and virt-sparsify (libguestfs-tools), all from .ci/setup.sh; about
@@ -348,7 +350,8 @@ peak() { # label, command...: prints wall time and peak RSS from /usr/bin/time -
   local label=$1
   shift
   sync
-  /usr/bin/time -v "$@" 2>&1 >/dev/null | awk -v c="$label" \
+  # imgsan exits 1 when forced past blocking findings; the figures still count.
+  { /usr/bin/time -v "$@" 2>&1 >/dev/null || true; } | awk -v c="$label" \
     '/Maximum resident/ {rss=$6} /Elapsed/ {t=$8} END {print c ": " t " elapsed, " rss " KiB peak RSS"}'
 }
 elapsed() { # seconds taken by a command, from /usr/bin/time; its output goes to a log
@@ -362,7 +365,7 @@ summary=()
 for v in zlib plain; do
   src=$work/$v.qcow2
   # shellcheck disable=SC2206
-  san=("$imgsan" $imgsan_cmd "$src" -o "$out/imgsan.raw")
+  san=("$imgsan" $imgsan_cmd "$src" -o "$out/imgsan.raw" --report "$out/report.txt")
   cat "$src" >/dev/null # warm the page cache
   echo
   echo "== $v.qcow2: wall time (hyperfine, warm cache, $runs runs)"
@@ -372,7 +375,7 @@ for v in zlib plain; do
   # The goal is stated against plain `qemu-img convert`.
   hyperfine --warmup 1 --runs "$runs" --prepare "sync; rm -f $out/imgsan.raw $out/qemu.raw" \
     --export-json "$out/$v.json" \
-    -n "imgsan $imgsan_cmd" "${san[*]}" \
+    -n "imgsan $imgsan_cmd" "${san[*]} || test \$? = 1" \
     -n "qemu-img convert -O raw" "qemu-img convert -O raw $src $out/qemu.raw" \
     -n "qemu-img convert -O raw + sync" "qemu-img convert -O raw $src $out/qemu.raw && sync $out/qemu.raw"
   t_san=$(mean "$out/$v.json" 0)

@@ -316,6 +316,22 @@ fn run_job(
     Ok(seg_hasher.map(SegmentHasher::finish))
 }
 
+/// Threads per core for file output. Direct writes block until the device has the
+/// data, so with one thread per core the device sees at most one request per core
+/// and the cores wait on it; a few threads per core keep requests in flight while
+/// others decompress and hash.
+const IO_THREADS_PER_CORE: usize = 4;
+
+/// The pool file output runs in: the current pool's size times
+/// [`IO_THREADS_PER_CORE`] (the current pool when one cannot be built).
+fn io_pool() -> Option<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(rayon::current_num_threads() * IO_THREADS_PER_CORE)
+        .thread_name(|i| format!("imgsan-write-{i}"))
+        .build()
+        .ok()
+}
+
 /// Execute `plan` into `target`. A file target is created under a temporary name
 /// and renamed into place only when everything is written and synced; on error
 /// nothing is left behind.
@@ -338,20 +354,26 @@ pub fn write_plan_hashed(
         Target::File(path) => {
             let sink = SparseFile::create(path, plan.len)?;
             let written = AtomicU64::new(0);
-            parts = jobs
-                .par_iter()
-                .map_init(Vec::new, |buf, &job| -> Result<Option<(u64, Part)>> {
-                    let mut out = |at: u64, b: &[u8]| -> Result<()> {
-                        written.fetch_add(sink.write_sparse_at(at, b)?, Ordering::Relaxed);
-                        Ok(())
-                    };
-                    let p = run_job(plan, job, hashing, fh.as_ref(), buf, progress, &mut out)?;
-                    Ok(p.map(|p| (job.seg, p)))
-                })
-                .collect::<Result<Vec<_>>>()?
-                .into_iter()
-                .flatten()
-                .collect();
+            let pool = io_pool();
+            let run = || {
+                jobs.par_iter()
+                    .map_init(Vec::new, |buf, &job| -> Result<Option<(u64, Part)>> {
+                        let mut out = |at: u64, b: &[u8]| -> Result<()> {
+                            written.fetch_add(sink.write_sparse_at(at, b)?, Ordering::Relaxed);
+                            Ok(())
+                        };
+                        let p = run_job(plan, job, hashing, fh.as_ref(), buf, progress, &mut out)?;
+                        Ok(p.map(|p| (job.seg, p)))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            };
+            parts = match &pool {
+                Some(p) => p.install(run),
+                None => run(),
+            }?
+            .into_iter()
+            .flatten()
+            .collect();
             sink.commit()?;
             written.into_inner()
         }
