@@ -21,6 +21,7 @@ use crate::fs::ext4::read::VolumeInfo;
 use crate::guest::{Namespace, Pos};
 use crate::rules::Date;
 use crate::tree::{Kind, Node, Tree};
+use crate::units::human;
 
 /// File bytes are copied to the output in pieces of this size at most.
 const CHUNK: u64 = 1 << 20;
@@ -467,22 +468,6 @@ pub fn fs_details(volumes: &[LoadedVolume]) -> Vec<FsDetails> {
             })
         })
         .collect()
-}
-
-/// Sizes for people: 1.5 GiB, 512.0 MiB, 300 B.
-fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 /// The text form of [`fs_details`], a block per filesystem.

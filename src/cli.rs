@@ -900,20 +900,7 @@ fn rules_error(e: &imgsan::rules::RulesError) -> u8 {
 /// Writes `bytes` to `path` through a temporary file beside it, renamed when
 /// complete: a failed run leaves nothing under the final name.
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "report".into());
-    let tmp = dir.join(format!(".{name}.imgsan-tmp-{}", std::process::id()));
-    let res = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(imgsan::Error::output(path.display().to_string(), e).into());
-    }
+    imgsan::output::sink::write_file_atomically(path, |w| w.write_all(bytes))?;
     Ok(())
 }
 

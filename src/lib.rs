@@ -23,5 +23,6 @@ pub mod repack;
 pub mod rules;
 pub mod sanitize;
 pub mod tree;
+pub mod units;
 
 pub use error::{Error, ErrorKind, Location, Result};

@@ -10,7 +10,7 @@
 //! policy (`policy`, `sanitize`).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::check::{self, CheckError, Inputs, LoadedVolume};
 use crate::disk::probe::FsType;
@@ -396,23 +396,5 @@ pub fn render_manifest(
 
 /// Writes the manifest to `path` through a temporary name.
 pub fn write_manifest(entries: &[ManifestEntry], path: &Path) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "manifest".into());
-    let tmp = dir.join(format!(".{name}.imgsan-tmp-{}", std::process::id()));
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        render_manifest(entries, &mut f)?;
-        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    res.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::output(path.display().to_string(), e)
-    })
+    crate::output::sink::write_file_atomically(path, |w| render_manifest(entries, w))
 }

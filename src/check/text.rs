@@ -8,21 +8,7 @@ use crate::output::report::escape_terminal as esc;
 
 use super::facts::{text as lossy, Facts};
 
-/// Sizes for people: 1.5 GiB, 512 MiB, 300 B.
-pub fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use crate::units::human;
 
 fn date_time(secs: i64) -> String {
     let days = secs.div_euclid(86_400);

@@ -359,6 +359,34 @@ impl<W: Write> StreamSink<W> {
     }
 }
 
+/// Writes a small file (a report, a manifest) through a temporary name beside
+/// `path`, synced and renamed when `fill` has written everything: a failed run
+/// leaves nothing under the final name, and no temporary file.
+pub fn write_file_atomically(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
+    let tmp = dir.join(format!(".{name}.imgsan-tmp-{}", std::process::id()));
+    let res = (|| -> std::io::Result<()> {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        fill(&mut f)?;
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    res.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::output(path.display().to_string(), e)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -218,20 +218,7 @@ pub struct HomeItem {
     pub bytes: u64,
 }
 
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+use crate::units::human;
 
 pub fn check_home_software(policy: &Policy, items: &[HomeItem]) -> Vec<Finding> {
     if items.is_empty() {
