@@ -284,14 +284,14 @@ fn run_job(
         let within = s - w.at;
         let bytes: &[u8] = match &w.piece {
             Piece::Bytes(b) => &b[within as usize..(within + n) as usize],
-            Piece::Copy { src, offset } => match src.direct(offset + within, n) {
-                Some(d) => d,
-                None => {
-                    let b = aligned_slice(buf, s, n as usize);
-                    src.read_at(offset + within, b)?;
-                    b
-                }
-            },
+            // Read, never borrow the source's map: writing from mapped file pages
+            // would fault every page of the image into this process (its RSS
+            // grows to the image's size) and pin them for the direct write.
+            Piece::Copy { src, offset } => {
+                let b = aligned_slice(buf, s, n as usize);
+                src.read_at(offset + within, b)?;
+                b
+            }
         };
         out(s, bytes)?;
         if let Some(h) = &mut seg_hasher {
@@ -314,6 +314,60 @@ fn run_job(
         fh.finish_local(local);
     }
     Ok(seg_hasher.map(SegmentHasher::finish))
+}
+
+/// Pieces at least this long are written as they come; shorter ones that follow
+/// each other are gathered first.
+const COALESCE_BELOW: usize = 1 << 20;
+
+/// Gathers adjacent short writes of one job into one request. A directory of
+/// small files becomes one write instead of thousands: each direct write waits
+/// for the device, so their count, not their size, sets the time.
+struct Coalesce<'a> {
+    sink: &'a SparseFile,
+    /// Backing memory; the window used is aligned like the file offset, so
+    /// whole blocks can go out with O_DIRECT.
+    raw: &'a mut Vec<u8>,
+    start: u64,
+    len: usize,
+    written: u64,
+}
+
+impl Coalesce<'_> {
+    fn window(&mut self) -> &mut [u8] {
+        aligned_slice(self.raw, self.start, SEGMENT as usize)
+    }
+
+    /// `b` at output offset `at`; offsets come in increasing order, all within
+    /// one output segment.
+    fn push(&mut self, at: u64, b: &[u8]) -> Result<()> {
+        let end = self.len + b.len();
+        if self.len > 0 && at == self.start + self.len as u64 && end <= SEGMENT as usize {
+            let len = self.len;
+            self.window()[len..end].copy_from_slice(b);
+            self.len = end;
+            return Ok(());
+        }
+        self.flush()?;
+        if b.len() >= COALESCE_BELOW || b.len() > SEGMENT as usize {
+            self.written += self.sink.write_sparse_at(at, b)?;
+            return Ok(());
+        }
+        self.start = at;
+        self.window()[..b.len()].copy_from_slice(b);
+        self.len = b.len();
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.len > 0 {
+            let (start, len) = (self.start, self.len);
+            let w = aligned_slice(self.raw, start, SEGMENT as usize);
+            self.written += self.sink.write_sparse_at(start, &w[..len])?;
+            self.len = 0;
+        }
+        Ok(())
+    }
 }
 
 /// Threads per core for file output. Direct writes block until the device has the
@@ -357,14 +411,30 @@ pub fn write_plan_hashed(
             let pool = io_pool();
             let run = || {
                 jobs.par_iter()
-                    .map_init(Vec::new, |buf, &job| -> Result<Option<(u64, Part)>> {
-                        let mut out = |at: u64, b: &[u8]| -> Result<()> {
-                            written.fetch_add(sink.write_sparse_at(at, b)?, Ordering::Relaxed);
-                            Ok(())
-                        };
-                        let p = run_job(plan, job, hashing, fh.as_ref(), buf, progress, &mut out)?;
-                        Ok(p.map(|p| (job.seg, p)))
-                    })
+                    .map_init(
+                        || (Vec::new(), Vec::new()),
+                        |(buf, raw), &job| -> Result<Option<(u64, Part)>> {
+                            let mut co = Coalesce {
+                                sink: &sink,
+                                raw,
+                                start: 0,
+                                len: 0,
+                                written: 0,
+                            };
+                            let p = run_job(
+                                plan,
+                                job,
+                                hashing,
+                                fh.as_ref(),
+                                buf,
+                                progress,
+                                &mut |at, b| co.push(at, b),
+                            )?;
+                            co.flush()?;
+                            written.fetch_add(co.written, Ordering::Relaxed);
+                            Ok(p.map(|p| (job.seg, p)))
+                        },
+                    )
                     .collect::<Result<Vec<_>>>()
             };
             parts = match &pool {
