@@ -259,11 +259,29 @@ pub fn sanitize(
     })
 }
 
-/// BLAKE3 of a whole file, read through a memory map on all threads.
+/// BLAKE3 of a whole file: read in 16 MiB pieces (a memory map would make the
+/// whole input resident in this process), each hashed on all threads.
 fn hash_file(path: &Path) -> Result<blake3::Hash> {
+    use std::io::Read;
+    let what = || format!("hashing {}", path.display());
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(what(), e))?;
     let mut h = blake3::Hasher::new();
-    h.update_mmap_rayon(path)
-        .map_err(|e| Error::io(format!("hashing {}", path.display()), e))?;
+    let mut buf = vec![0u8; 16 << 20];
+    loop {
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(what(), e)),
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        h.update_rayon(&buf[..n]);
+    }
     Ok(h.finalize())
 }
 

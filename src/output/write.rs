@@ -320,6 +320,9 @@ fn run_job(
 /// each other are gathered first.
 const COALESCE_BELOW: usize = 1 << 20;
 
+/// The largest gap between two pieces that are still gathered into one write.
+const COALESCE_GAP: u64 = 64 << 10;
+
 /// Gathers adjacent short writes of one job into one request. A directory of
 /// small files becomes one write instead of thousands: each direct write waits
 /// for the device, so their count, not their size, sets the time.
@@ -341,12 +344,20 @@ impl Coalesce<'_> {
     /// `b` at output offset `at`; offsets come in increasing order, all within
     /// one output segment.
     fn push(&mut self, at: u64, b: &[u8]) -> Result<()> {
-        let end = self.len + b.len();
-        if self.len > 0 && at == self.start + self.len as u64 && end <= SEGMENT as usize {
-            let len = self.len;
-            self.window()[len..end].copy_from_slice(b);
-            self.len = end;
-            return Ok(());
+        // A short gap (the unused tail of a file's last block) is filled with
+        // zeros: whole zero blocks still become holes when the window is written.
+        let here = self.start + self.len as u64;
+        if self.len > 0 && at >= here && at - here <= COALESCE_GAP {
+            let from = (at - self.start) as usize;
+            let end = from + b.len();
+            if end <= SEGMENT as usize {
+                let len = self.len;
+                let w = self.window();
+                w[len..from].fill(0);
+                w[from..end].copy_from_slice(b);
+                self.len = end;
+                return Ok(());
+            }
         }
         self.flush()?;
         if b.len() >= COALESCE_BELOW || b.len() > SEGMENT as usize {
