@@ -79,7 +79,8 @@ pub struct ManifestEntry {
     pub uid: u32,
     pub gid: u32,
     pub size: u64,
-    pub blake3: blake3::Hash,
+    /// `None` for a file with more holes than [`hash::MAX_HASHED_HOLES`].
+    pub blake3: Option<blake3::Hash>,
 }
 
 /// What the output is, for the report.
@@ -342,23 +343,23 @@ fn manifest_entries(
                 None => format!("{}:", image.volumes[vi].name()).into_bytes(),
             }
         };
-        let mut own: HashMap<u32, blake3::Hash> = HashMap::new();
+        let mut own: HashMap<u32, Option<blake3::Hash>> = HashMap::new();
         for (path, id) in e.tree.paths() {
             let node = e.tree.node(id);
             let Kind::File(runs) = &node.kind else {
                 continue;
             };
             let h = match stats.files.get(&(vi as u32, id)) {
-                Some(h) => *h,
+                Some(h) => Some(*h),
                 None => match own.get(&id) {
                     Some(h) => *h,
                     None => {
                         let h = if runs.is_empty() {
                             hash::zeros(node.size)
                         } else {
-                            // Not copied by the plan: inline data (a few bytes
-                            // inside the inode).
-                            blake3::hash(&e.tree.read_all(id, 1 << 20)?)
+                            // Not copied by the plan (inline data), or every
+                            // run past the end of the file.
+                            hash_from_tree(&e.tree, id, node.size)?
                         };
                         own.insert(id, h);
                         h
@@ -381,8 +382,27 @@ fn manifest_entries(
     Ok(out)
 }
 
+/// A file's hash read through the tree, in 1 MiB pieces; `None` past
+/// [`hash::MAX_HASHED_HOLES`] bytes.
+fn hash_from_tree(tree: &Tree, id: u32, size: u64) -> Result<Option<blake3::Hash>> {
+    if size > hash::MAX_HASHED_HOLES {
+        return Ok(None);
+    }
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < size {
+        let n = (size - at).min(buf.len() as u64) as usize;
+        tree.read_file(id, at, &mut buf[..n])?;
+        h.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(Some(h.finalize()))
+}
+
 /// Writes the manifest as text, one file per line, tab-separated:
-/// `blake3  mode(octal)  uid  gid  size  path`. Bytes of a path that are not
+/// `blake3  mode(octal)  uid  gid  size  path`; the hash is `-` for a file
+/// with more than [`hash::MAX_HASHED_HOLES`] of holes. Bytes of a path that are not
 /// printable ASCII, and backslashes, are written as `\xNN`.
 pub fn render_manifest(
     entries: &[ManifestEntry],
@@ -401,7 +421,8 @@ pub fn render_manifest(
         writeln!(
             out,
             "{}\t{:04o}\t{}\t{}\t{}\t{}",
-            e.blake3.to_hex(),
+            e.blake3
+                .map_or_else(|| "-".to_string(), |h| h.to_hex().to_string()),
             e.mode,
             e.uid,
             e.gid,

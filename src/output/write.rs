@@ -5,7 +5,7 @@
 //! into chunks so that large files spread over threads, and every chunk is read
 //! once from its source.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -115,7 +115,9 @@ struct FileHashing {
     /// File size, and its segments' parts as they complete.
     files: HashMap<FileKey, u64>,
     kind: HashMap<(FileKey, u64), FileSeg>,
-    parts: Mutex<HashMap<FileKey, Vec<Option<Part>>>>,
+    /// Parts by segment index, only for segments that hold data: a file's size
+    /// comes from the image and may be huge.
+    parts: Mutex<HashMap<FileKey, BTreeMap<u64, Part>>>,
     /// Buffers of gathered segments, with the bytes they still wait for.
     gathering: Mutex<HashMap<(FileKey, u64), Gather>>,
 }
@@ -174,10 +176,7 @@ impl FileHashing {
                 )
             })
             .collect();
-        let parts = files
-            .iter()
-            .map(|(&k, &size)| (k, vec![None; hash::segments(size) as usize]))
-            .collect();
+        let parts = files.keys().map(|&k| (k, BTreeMap::new())).collect();
         FileHashing {
             files,
             kind,
@@ -188,8 +187,8 @@ impl FileHashing {
 
     fn store(&self, key: FileKey, fseg: u64, part: Part) {
         let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(slot) = parts.get_mut(&key).and_then(|v| v.get_mut(fseg as usize)) {
-            *slot = Some(part);
+        if let Some(v) = parts.get_mut(&key) {
+            v.insert(fseg, part);
         }
     }
 
@@ -241,17 +240,24 @@ impl FileHashing {
         }
     }
 
-    /// The files' hashes; segments no write touched are zeros.
+    /// The files' hashes; segments no write touched are zeros. A file with more
+    /// than [`hash::MAX_HASHED_HOLES`] of such segments is left out.
     fn hashes(self) -> HashMap<FileKey, blake3::Hash> {
         let parts = self.parts.into_inner().unwrap_or_else(|e| e.into_inner());
         parts
             .into_iter()
-            .filter_map(|(key, v)| {
+            .filter_map(|(key, mut have)| {
                 let size = self.files.get(&key).copied()?;
-                let v: Vec<Part> = v
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, p)| p.unwrap_or_else(|| SegmentHasher::new(i as u64, size).finish()))
+                let n = hash::segments(size);
+                let holes = (n - have.len() as u64).saturating_mul(SEGMENT);
+                if holes > hash::MAX_HASHED_HOLES {
+                    return None;
+                }
+                let v: Vec<Part> = (0..n)
+                    .map(|i| {
+                        have.remove(&i)
+                            .unwrap_or_else(|| SegmentHasher::new(i, size).finish())
+                    })
                     .collect();
                 Some((key, hash::combine(&v, size)?))
             })
@@ -628,5 +634,29 @@ mod tests {
         assert_eq!(st.files[&(1, 1)], want1);
         assert_eq!(st.files[&(1, 2)], want2);
         assert_eq!(st.files[&(1, 3)], want3);
+    }
+
+    #[test]
+    fn a_huge_sparse_file_is_not_hashed_and_allocates_nothing() {
+        use crate::output::plan::FileTag;
+        let src: Arc<dyn Disk> = Arc::new(MemDisk::new(vec![7u8; 8192]));
+        let mut p = Plan::new(1 << 20);
+        let tag = FileTag {
+            volume: 0,
+            node: 9,
+            logical: 0,
+            size: 1 << 50,
+        };
+        p.copy_tagged(4096, src, 0, 4096, Some(tag));
+        p.seal().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let all = Hashing {
+            output: true,
+            files: true,
+        };
+        let out = Target::File(dir.path().join("o.raw"));
+        let st = write_plan_hashed(&p, &out, &Silent, all).unwrap();
+        assert!(st.files.is_empty());
+        assert!(st.blake3.is_some());
     }
 }
