@@ -13,8 +13,8 @@
 # Usage: [IMGSAN_BOOT_DETACHED_VOLUME=1] make-debian-disk.sh OUT.raw
 # With IMGSAN_BOOT_DETACHED_VOLUME=1 the fstab also names a volume that is not in the
 # image (without nofail): such a disk boots only after a sanitizer drops that line.
-# Writes OUT.raw, OUT.raw.markers (secret strings planted, one per line) and
-# OUT.raw.stamp; when the stamp matches this script, an existing image is reused.
+# Writes OUT.raw, OUT.raw.markers (secret strings planted, one per line),
+# OUT.raw.hostkeys (the image's ssh host public keys) and OUT.raw.stamp; when the stamp matches this script, an existing image is reused.
 # Cache: $IMGSAN_BOOT_CACHE (default: <repo>/target/tmp/boot-cache, as the Rust test uses). Needs root.
 set -euo pipefail
 
@@ -114,7 +114,9 @@ m tmp >> "$markers"; echo "$(m tmp)" > "$r/tmp/x"
 m log >> "$markers"; echo "Jan  7 07:59:02 imgsan-boot app[1]: token=$(m log)" >> "$r/var/log/auth.log"
 chown -R 1000:1000 "$r/home/alice"
 chmod 700 "$r/home/alice" "$r/home/alice/.ssh"; chmod 600 "$r/home/alice/.ssh/id_rsa" "$r/home/alice/.bash_history"
-ls "$r"/etc/ssh/ssh_host_*_key >/dev/null   # host keys from openssh-server's postinst
+# Host keys from openssh-server's postinst; their public halves are kept next to the
+# image, so the test can tell the keys of a booted output from the image's own.
+cat "$r"/etc/ssh/ssh_host_*_key.pub > "$work/hostkeys"
 
 # GRUB: modules and configuration where grub-install would put them.
 mkdir -p "$r/boot/grub/i386-pc"
@@ -195,6 +197,7 @@ sgdisk -v "$work/disk.raw" | grep -q 'No problems found' || { sgdisk -v "$work/d
 
 mv "$work/disk.raw" "$out"
 cp "$markers" "$out.markers"
+cp "$work/hostkeys" "$out.hostkeys"
 echo "$stamp" > "$out.stamp"
 t2=$(date +%s)
 echo "make-debian-disk: $out ($(du -h --apparent-size "$out" | cut -f1) apparent, $(du -h "$out" | cut -f1) used); debootstrap+cache $((t1 - t0)) s, disk $((t2 - t1)) s"
