@@ -77,8 +77,10 @@ enum Command {
     /// sanitize rule fixes remain (unless --force); (2) apply the sanitize rules
     /// (rules/sanitize.yaml) to the guest's files in memory: empty /home, /mnt,
     /// /tmp and /root, reset account files, fstab, ssh host keys, logs, network
-    /// files, cloud hygiene; (3) rebuild every ext4 filesystem fresh from the
-    /// cleaned files, so deleted data is gone, not just unlinked; (4) write the
+    /// files, cloud hygiene; (3) check the cleaned files again, and refuse to
+    /// write when an error is still there (unless --force); (4) rebuild every
+    /// ext4 filesystem fresh from the cleaned files, so deleted data is gone, not
+    /// just unlinked; (5) write the
     /// whole disk as sparse RAW under a temporary name, renamed when complete.
     /// The partition table, boot code, BIOS boot and EFI partitions are copied;
     /// swap is re-created empty. The input is never modified.
@@ -632,8 +634,13 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                     .map(|f| f.check_id.as_str())
                     .collect();
                 ids.dedup();
+                let when = if outcome.report.recheck.is_some() {
+                    " still there after the sanitize rules ran"
+                } else {
+                    ""
+                };
                 eprintln!(
-                    "imgsan: {}: nothing written: blocking findings {} (fix them, or pass --force)",
+                    "imgsan: {}: nothing written: blocking findings {}{when} (fix them, or pass --force)",
                     input.display(),
                     ids.join(", ")
                 );

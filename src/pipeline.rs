@@ -112,7 +112,8 @@ pub struct Outcome {
     /// The policy report in sanitize mode, with `sanitize` and `output` filled
     /// once the rules ran.
     pub report: Report,
-    /// Set when blocking findings stopped the run before the rules ran.
+    /// Set when blocking findings stopped the run before anything was written:
+    /// the input's (before the rules ran) or the re-check's (after).
     pub blocked: bool,
     pub output: Option<OutputSummary>,
     pub manifest: Vec<ManifestEntry>,
@@ -201,6 +202,26 @@ pub fn sanitize(
     progress.finish();
     report.resolve_fixers(|rule| sreport.ran(rule));
     report.sanitize = serde_json::to_value(&sreport).ok();
+
+    // The checks again, on the sanitized trees: a rule's "fixed by" was a
+    // prediction, and what blocks from here on is what is still there. How the
+    // image was captured (a replayed journal, a hibernated swap) stays as read:
+    // sanitizing does not make a live capture consistent.
+    progress.start("re-check", 0, Unit::Items);
+    for (v, t) in volumes.iter_mut().zip(trees.iter_mut()) {
+        v.tree = t.take();
+    }
+    report.set_recheck(check::findings(&volumes, inputs));
+    let trees: Vec<Option<Tree>> = volumes.iter_mut().map(|v| v.tree.take()).collect();
+    progress.finish();
+    if !report.summary.passed && !opts.force {
+        return Ok(Outcome {
+            report,
+            blocked: true,
+            output: None,
+            manifest: Vec::new(),
+        });
+    }
 
     // Rebuild.
     let ext4: Vec<Option<Ext4Volume>> = volumes

@@ -336,6 +336,27 @@ fn used_ubuntu_disk_is_cleaned_and_its_kept_files_survive() {
         fstab["notes"].to_string().contains("nfs") || fstab.to_string().contains("nfs"),
         "{fstab}"
     );
+    // The re-check of the cleaned files: every finding a rule claimed is gone from
+    // it, no claim failed, and its errors are exactly what blocks.
+    let recheck = &j["recheck"];
+    assert_eq!(recheck["not_fixed"], serde_json::json!([]), "{recheck}");
+    let again = recheck["findings"].as_array().unwrap();
+    let same = |a: &serde_json::Value, b: &serde_json::Value| {
+        a["check_id"] == b["check_id"] && a["message"] == b["message"]
+    };
+    let claimed: Vec<&serde_json::Value> = j["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| !f["fixed_by_sanitize"].is_null())
+        .collect();
+    assert!(claimed.len() >= 3, "{}", j["findings"]);
+    for c in &claimed {
+        assert!(!again.iter().any(|g| same(c, g)), "{c} is still there");
+    }
+    let errors = again.iter().filter(|g| g["severity"] == "error").count();
+    assert!(errors > 0, "the licensed software stays: {recheck}");
+    assert_eq!(j["summary"]["blocking"], errors as u64);
 
     // --shrink: smaller, same checks.
     let small = f.dir.join("small.raw");
@@ -439,6 +460,15 @@ fn mbr_centos_disk_dry_run_stream_and_clean_exit() {
     table_verifies(&f, &out);
     identities_kept(&f, &out);
     let j: serde_json::Value = serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(
+        !j["recheck"]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["severity"] == "error"),
+        "{}",
+        j["recheck"]
+    );
     let file_hash = disk::blake3_file(&out);
     assert_eq!(j["output"]["blake3"], file_hash.as_str());
 

@@ -244,6 +244,12 @@ pub fn report(volumes: &[LoadedVolume], inputs: &Inputs, mut image: ImageInfo) -
     r
 }
 
+/// The findings of the checks over already read volumes, without a report around
+/// them: what `sanitize` uses to check its sanitized trees again.
+pub fn findings(volumes: &[LoadedVolume], inputs: &Inputs) -> Vec<crate::policy::Finding> {
+    evaluate(&gather(volumes, &inputs.rules), inputs).1
+}
+
 /// What the report says about the image file itself.
 pub fn image_info(image: &Image) -> ImageInfo {
     ImageInfo {

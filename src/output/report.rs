@@ -12,7 +12,8 @@
 //! JUnit mapping (one `<testcase>` per check id that ran, `classname` =
 //! `imgsan.<group>`, `name` = the check id):
 //! - blocking error findings: one `<failure>` per testcase (type "error",
-//!   message = the first finding, text = all of them);
+//!   message = the first finding, text = all of them); after a sanitize run's
+//!   re-check, the errors that re-check still gives;
 //! - warnings, info, and errors a sanitize run fixes: the testcase passes and
 //!   lists them in its `<system-out>`, prefixed by their severity;
 //!   warnings are not failures, so a CI gate fails only where `imgsan` exits 1.
@@ -21,7 +22,7 @@ use std::fmt::Write as _;
 
 use crate::check::text::human;
 pub use crate::policy::exit_code;
-use crate::policy::{Finding, Mode, Report, Severity};
+use crate::policy::{Finding, Mode, Recheck, Report, Severity};
 
 /// The output formats of `--format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +158,9 @@ pub fn render_text(report: &Report, color: bool) -> String {
     if let Some(v) = &report.sanitize {
         sanitize_text(&mut out, v);
     }
+    if let Some(r) = &report.recheck {
+        recheck_text(&mut out, report, r, &paint);
+    }
     if let Some(v) = &report.output {
         output_text(&mut out, v);
     }
@@ -182,6 +186,60 @@ pub fn render_text(report: &Report, color: bool) -> String {
         ),
     );
     out
+}
+
+/// The re-check section: which input findings are gone, which remain, which the
+/// rules claimed and did not fix, and anything new (in full, since it was not
+/// listed above).
+fn recheck_text(out: &mut String, report: &Report, r: &Recheck, paint: &Paint) {
+    let _ = writeln!(out, "\nChecks again, on the sanitized filesystems");
+    let gone: Vec<&str> = report
+        .findings
+        .iter()
+        .filter(|f| !r.findings.iter().any(|g| g.same_problem(f)))
+        .map(|f| f.check_id.as_str())
+        .collect();
+    let list = |ids: &[&str]| {
+        let mut v = ids.to_vec();
+        v.dedup();
+        v.join(", ")
+    };
+    if !gone.is_empty() {
+        let _ = writeln!(out, "  gone: {}", list(&gone));
+    }
+    let (kept, new): (Vec<&Finding>, Vec<&Finding>) = r
+        .findings
+        .iter()
+        .partition(|g| report.findings.iter().any(|f| f.same_problem(g)));
+    if !kept.is_empty() {
+        let ids: Vec<&str> = kept.iter().map(|f| f.check_id.as_str()).collect();
+        let _ = writeln!(out, "  still there: {}", list(&ids));
+    }
+    if !r.not_fixed.is_empty() {
+        let ids: Vec<&str> = r.not_fixed.iter().map(String::as_str).collect();
+        let _ = writeln!(
+            out,
+            "  {}: {}",
+            paint.p(RED, "not fixed by the rule that claims them"),
+            list(&ids)
+        );
+    }
+    for f in new {
+        let (_, code) = severity_heading(f.severity);
+        let _ = writeln!(
+            out,
+            "  new {}: [{}] {}",
+            paint.p(code, f.severity.as_str()),
+            f.check_id,
+            escape_terminal(&f.message)
+        );
+        for e in &f.evidence {
+            let _ = writeln!(out, "      {}", paint.p(DIM, &escape_terminal(e)));
+        }
+    }
+    if r.findings.is_empty() {
+        let _ = writeln!(out, "  nothing found");
+    }
 }
 
 /// The sanitize section: one line per rule that did something, then totals.
@@ -381,13 +439,14 @@ pub fn render_junit(report: &Report) -> String {
     let mut cases = String::new();
     let mut failures = 0u32;
     for id in &report.checks_run {
-        let mine: Vec<&Finding> = report
+        // After a sanitize re-check, the failures are its errors (which may be
+        // problems the input did not have); the input's other findings are output.
+        let blocking: Vec<&Finding> = report.blocking().filter(|f| &f.check_id == id).collect();
+        let other: Vec<&Finding> = report
             .findings
             .iter()
-            .filter(|f| &f.check_id == id)
+            .filter(|f| &f.check_id == id && !report.is_blocking(f))
             .collect();
-        let (blocking, other): (Vec<&Finding>, Vec<&Finding>) =
-            mine.into_iter().partition(|f| report.is_blocking(f));
         let group = id.split('.').next().unwrap_or(id);
         let _ = write!(
             cases,
@@ -514,6 +573,31 @@ mod tests {
         let s = render_junit(&report(Mode::Sanitize));
         assert!(s.contains("failures=\"1\""), "{s}");
         assert!(s.contains("<testcase classname=\"imgsan.os\" name=\"os.eol\" time=\"0\"/>"));
+    }
+
+    #[test]
+    fn after_a_recheck_its_errors_are_the_failures_and_the_text_says_what_changed() {
+        let mut r = report(Mode::Sanitize);
+        let mut new = r.findings[1].clone();
+        new.check_id = "os.eol".into();
+        new.message = "came up after the rules".into();
+        // The detached volume is gone; the name problem stays; an os.eol error is new.
+        r.set_recheck(vec![r.findings[1].clone(), new]);
+        let x = render_junit(&r);
+        assert!(x.contains("failures=\"2\""), "{x}");
+        assert!(x.contains("came up after the rules"), "{x}");
+        let t = render_text(&r, false);
+        assert!(
+            t.contains("gone: volumes.detached, network.open-daemon"),
+            "{t}"
+        );
+        assert!(t.contains("still there: name.forbidden-char"), "{t}");
+        assert!(
+            t.contains("new error: [os.eol] came up after the rules"),
+            "{t}"
+        );
+        assert!(!t.contains("not fixed by"), "{t}");
+        assert!(t.contains("(2 blocking, 1 fixed by sanitize)"), "{t}");
     }
 
     #[test]

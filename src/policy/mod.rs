@@ -58,6 +58,10 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// Whether `other` reports the same problem: same check, same message.
+    pub fn same_problem(&self, other: &Finding) -> bool {
+        self.check_id == other.check_id && self.message == other.message
+    }
     pub fn with_evidence(mut self, e: impl IntoIterator<Item = String>) -> Finding {
         self.evidence.extend(e);
         self
@@ -122,7 +126,8 @@ pub struct Summary {
     pub warnings: u32,
     pub info: u32,
     /// Error-level findings that block: all errors in check mode; in sanitize
-    /// mode, the errors no sanitize rule fixes.
+    /// mode, the errors no sanitize rule fixes, and once the rules ran, the errors
+    /// the re-check of the sanitized filesystems gives (see [`Recheck`]).
     pub blocking: u32,
     /// Findings (any severity) that a sanitize rule fixes.
     pub fixed_by_sanitize: u32,
@@ -153,7 +158,41 @@ pub struct Report {
     /// Filled by `sanitize`: the output written (or planned, on a dry run).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub output: Option<serde_json::Value>,
+    /// Filled by `sanitize` once its rules ran: the checks run again on the
+    /// sanitized filesystems, before anything is written.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub recheck: Option<Recheck>,
     pub summary: Summary,
+}
+
+/// The checks run again on what `sanitize` is about to write. A rule's claim to
+/// fix a finding is a prediction; the re-check is the evidence. Once it exists,
+/// what blocks is what it still finds, not what the input had.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recheck {
+    /// What the re-check found, sorted like [`Report::findings`].
+    pub findings: Vec<Finding>,
+    /// Check ids of input findings whose fixing rule ran, but that the re-check
+    /// still gives: the rule did not remove the cause.
+    pub not_fixed: Vec<String>,
+}
+
+fn check_order(id: &str) -> usize {
+    ids::CHECKS
+        .iter()
+        .position(|c| c.id == id)
+        .unwrap_or(usize::MAX)
+}
+
+/// Most severe first, then by check order, then by message.
+fn sort_findings(findings: &mut [Finding]) {
+    findings.sort_by(|a, b| {
+        (b.severity, check_order(&a.check_id), &a.message).cmp(&(
+            a.severity,
+            check_order(&b.check_id),
+            &b.message,
+        ))
+    });
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,12 +213,7 @@ impl Report {
         mut findings: Vec<Finding>,
         facts: serde_json::Value,
     ) -> Report {
-        let order = |id: &str| {
-            ids::CHECKS
-                .iter()
-                .position(|c| c.id == id)
-                .unwrap_or(usize::MAX)
-        };
+        let order = check_order;
         let mut ran: Vec<String> = checks_run
             .into_iter()
             .chain(findings.iter().map(|f| f.check_id.clone()))
@@ -187,13 +221,7 @@ impl Report {
             .into_iter()
             .collect();
         ran.sort_by(|a, b| (order(a), a).cmp(&(order(b), b)));
-        findings.sort_by(|a, b| {
-            (b.severity, order(&a.check_id), &a.message).cmp(&(
-                a.severity,
-                order(&b.check_id),
-                &b.message,
-            ))
-        });
+        sort_findings(&mut findings);
         let mut r = Report {
             schema_version: REPORT_SCHEMA_VERSION,
             tool: Tool {
@@ -208,16 +236,23 @@ impl Report {
             facts,
             sanitize: None,
             output: None,
+            recheck: None,
             summary: Summary::default(),
         };
         r.summary = r.compute_summary();
         r
     }
 
-    /// Whether `f` stops this run: an error, unless a sanitize run fixes it.
+    /// Whether the input finding `f` stops this run: an error, unless a sanitize
+    /// run fixes it; after a re-check, an error the re-check still gives.
     pub fn is_blocking(&self, f: &Finding) -> bool {
-        f.severity == Severity::Error
-            && !(self.mode == Mode::Sanitize && f.fixed_by_sanitize.is_some())
+        if f.severity != Severity::Error {
+            return false;
+        }
+        match &self.recheck {
+            Some(r) => r.findings.iter().any(|g| f.same_problem(g)),
+            None => !(self.mode == Mode::Sanitize && f.fixed_by_sanitize.is_some()),
+        }
     }
 
     fn compute_summary(&self) -> Summary {
@@ -228,15 +263,38 @@ impl Report {
                 Severity::Warning => s.warnings += 1,
                 Severity::Info => s.info += 1,
             }
-            if self.is_blocking(f) {
-                s.blocking += 1;
-            }
             if f.fixed_by_sanitize.is_some() {
                 s.fixed_by_sanitize += 1;
             }
         }
+        s.blocking = u32::try_from(self.blocking().count()).unwrap_or(u32::MAX);
         s.passed = s.blocking == 0;
         s
+    }
+
+    /// Records the re-check of the sanitized filesystems. An input finding
+    /// whose rule ran but that is still there loses its "fixed by" and is
+    /// listed in [`Recheck::not_fixed`]; from now on the re-check decides what
+    /// blocks.
+    pub fn set_recheck(&mut self, mut findings: Vec<Finding>) {
+        sort_findings(&mut findings);
+        let mut not_fixed = Vec::new();
+        for f in &mut self.findings {
+            if f.fixed_by_sanitize.is_some() && findings.iter().any(|g| f.same_problem(g)) {
+                f.fixed_by_sanitize = None;
+                not_fixed.push(f.check_id.clone());
+            }
+        }
+        // The re-check's own findings name no fixer: their rules already ran.
+        for g in &mut findings {
+            g.fixed_by_sanitize = None;
+        }
+        not_fixed.dedup();
+        self.recheck = Some(Recheck {
+            findings,
+            not_fixed,
+        });
+        self.summary = self.compute_summary();
     }
 
     /// Clears `fixed_by_sanitize` on findings whose rule will not run: disabled
@@ -261,9 +319,13 @@ impl Report {
         self.summary = self.compute_summary();
     }
 
-    /// The blocking findings, for "refusing to write because of ...".
-    pub fn blocking(&self) -> impl Iterator<Item = &Finding> {
-        self.findings.iter().filter(|f| self.is_blocking(f))
+    /// The blocking findings, for "refusing to write because of ...": after a
+    /// re-check, its errors (which may include problems the input did not have).
+    pub fn blocking(&self) -> Box<dyn Iterator<Item = &Finding> + '_> {
+        match &self.recheck {
+            Some(r) => Box::new(r.findings.iter().filter(|f| f.severity == Severity::Error)),
+            None => Box::new(self.findings.iter().filter(|f| self.is_blocking(f))),
+        }
     }
 }
 
@@ -336,6 +398,63 @@ mod tests {
         s.resolve_fixers(|rule| rule != "fstab");
         assert_eq!(s.summary.blocking, 1);
         assert_eq!(exit_code(&s), 1);
+    }
+
+    #[test]
+    fn the_recheck_decides_what_blocks_after_the_rules() {
+        let today = Date::new(2025, 1, 1).unwrap();
+        let input = vec![
+            f("volumes.detached", Severity::Error, Some("fstab")),
+            f("software.in-home", Severity::Error, Some("home")),
+            f("os.eol-soon", Severity::Warning, None),
+        ];
+        let mut r = Report::new(
+            Mode::Sanitize,
+            today,
+            ImageInfo::default(),
+            [],
+            input.clone(),
+            serde_json::Value::Null,
+        );
+        assert!(r.summary.passed, "both errors are predicted fixed");
+
+        // The fstab rule did its job; the home rule did not; something new came up.
+        r.set_recheck(vec![
+            f("os.eol-soon", Severity::Warning, None),
+            f("software.in-home", Severity::Error, Some("home")),
+            f("access.sshd-missing", Severity::Error, None),
+        ]);
+        let rc = r.recheck.as_ref().unwrap();
+        assert_eq!(rc.not_fixed, ["software.in-home"]);
+        assert!(rc.findings.iter().all(|g| g.fixed_by_sanitize.is_none()));
+        assert_eq!(rc.findings[2].check_id, "os.eol-soon", "sorted");
+        let home = r.findings.iter().find(|x| x.check_id == "software.in-home");
+        assert_eq!(
+            home.unwrap().fixed_by_sanitize,
+            None,
+            "the claim is withdrawn"
+        );
+        assert!(r.is_blocking(home.unwrap()));
+        let detached = r.findings.iter().find(|x| x.check_id == "volumes.detached");
+        assert!(!r.is_blocking(detached.unwrap()));
+        let mut ids: Vec<&str> = r.blocking().map(|x| x.check_id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["access.sshd-missing", "software.in-home"]);
+        assert_eq!((r.summary.blocking, r.summary.fixed_by_sanitize), (2, 1));
+        assert_eq!(exit_code(&r), 1);
+
+        // A clean re-check passes whatever the input had.
+        let mut clean = Report::new(
+            Mode::Sanitize,
+            today,
+            ImageInfo::default(),
+            [],
+            input,
+            serde_json::Value::Null,
+        );
+        clean.set_recheck(vec![f("os.eol-soon", Severity::Warning, None)]);
+        assert!(clean.summary.passed);
+        assert_eq!(clean.recheck.as_ref().unwrap().not_fixed.len(), 0);
     }
 
     #[test]
