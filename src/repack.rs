@@ -172,6 +172,14 @@ pub fn plan(image: &Image, volumes: &[Option<Ext4Volume>], size: DiskSize) -> Re
                     }
                 }
                 outcome.action = "rebuilt".into();
+                if !built.stats.normalised.is_empty() {
+                    // Values e2fsck would reject, changed by the builder: say which.
+                    let n = format!("normalised: {}", built.stats.normalised.join("; "));
+                    outcome.note = Some(match outcome.note.take() {
+                        Some(old) => format!("{old}; {n}"),
+                        None => n,
+                    });
+                }
                 outcome.output_size = part_len;
                 outcome.build = Some(built.stats.clone());
                 VolumeFill {
@@ -258,6 +266,11 @@ pub fn plan(image: &Image, volumes: &[Option<Ext4Volume>], size: DiskSize) -> Re
         (Vec::new(), Vec::new())
     };
     let table_rewritten = !table_writes.is_empty();
+    if !fills.iter().any(|f| matches!(f.fill, Fill::Rebuilt(_))) {
+        return Err(Error::unsupported(
+            "nothing to rebuild: the image holds no filesystem imgsan can rebuild",
+        ));
+    }
     let plan = assemble::assemble(Layout {
         source: image.disk.clone(),
         out_len,

@@ -1389,8 +1389,9 @@ fn refusals_are_clear() {
         },
     )
     .unwrap_err();
-    assert_eq!(e.kind(), imgsan::ErrorKind::Output, "{e}");
-    assert!(e.to_string().contains("needs at least"), "{e}");
+    assert_eq!(e.kind(), imgsan::ErrorKind::Unsupported, "{e}");
+    assert!(e.to_string().contains("does not fit"), "{e}");
+    assert!(e.to_string().contains("need at least"), "{e}");
     // Trees the builder cannot store faithfully are refused, naming the inode.
     let bad = |f: &dyn Fn(&mut Tree, imgsan::tree::NodeId)| {
         let mut t = Tree::new(imgsan::tree::Flavor::Synthetic, None);

@@ -616,6 +616,20 @@ pub fn not_a_table(sector0: &[u8; RECORD]) -> Option<String> {
     None
 }
 
+/// Whether any primary entry could describe a partition of a disk of `disk_len`
+/// bytes (512-byte sectors): used, typed, starting after sector 0 and ending
+/// inside the disk.
+pub fn has_valid_entry(sector0: &[u8; RECORD], disk_len: u64) -> bool {
+    let sectors = disk_len / 512;
+    (0..4).any(|s| {
+        let e = MbrEntry::parse(sector0, s);
+        e.is_used()
+            && e.os_type != 0
+            && e.starting_lba != 0
+            && u64::from(e.starting_lba) + u64::from(e.size_in_lba) <= sectors
+    })
+}
+
 /// Whether any primary entry is the GPT protective type.
 pub fn has_protective_entry(sector0: &[u8; RECORD]) -> bool {
     (0..4).any(|s| {

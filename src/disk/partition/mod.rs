@@ -248,6 +248,17 @@ pub fn read_with(disk: &dyn Disk, opts: &ReadOptions) -> Result<Table> {
             }
             return Ok(none(sizes[0], warnings));
         }
+        if gpt_ss.is_none() && !mbr::has_valid_entry(&s0, len) && ext_superblock_at_1024(disk)? {
+            // mke2fs leaves sector 0 alone, so an ext2 image made over an old disk
+            // keeps its 0x55AA; with no entry that could hold a partition, the
+            // superblock is what the disk is.
+            warnings.push(
+                "sector 0 has the 0x55AA signature but no valid partition entry, and an ext \
+                 superblock follows: read as a bare filesystem"
+                    .into(),
+            );
+            return Ok(none(sizes[0], warnings));
+        }
         if gpt_ss.is_some() {
             warnings.push(
                 "a GPT header is present but the MBR has no protective entry; the MBR is used (as Linux does)"
@@ -294,6 +305,18 @@ pub fn read_with(disk: &dyn Disk, opts: &ReadOptions) -> Result<Table> {
             layout: Layout::Mbr(layout),
         })
     }
+}
+
+/// Whether an ext2/3/4 superblock magic sits where a bare filesystem keeps it.
+fn ext_superblock_at_1024(disk: &dyn Disk) -> Result<bool> {
+    use crate::disk::probe::ext::{EXT4_SUPER_MAGIC, SUPERBLOCK_OFFSET};
+    const S_MAGIC: u64 = 0x38;
+    if disk.len() < SUPERBLOCK_OFFSET + 1024 {
+        return Ok(false);
+    }
+    let mut m = [0u8; 2];
+    disk.read_at(SUPERBLOCK_OFFSET + S_MAGIC, &mut m)?;
+    Ok(u16::from_le_bytes(m) == EXT4_SUPER_MAGIC)
 }
 
 impl Table {

@@ -111,13 +111,70 @@ pub fn superblock_csum(sb: &[u8]) -> u32 {
     !crc32c::crc32c(&sb[..off::S_CHECKSUM])
 }
 
+/// The first backup superblock, where `e2fsck -b` looks for one when the
+/// primary is unreadable (e2fsck/util.c: get_backup_sb): group 1 starts at block
+/// `8 * block size` (one more with 1 KiB blocks, whose block 0 is the boot
+/// block), for each block size from 1 KiB to 64 KiB. A candidate counts only
+/// when its magic, its block size and its group number (1, or 0 as revision 0
+/// writes it) agree, and it carries the default geometry that puts group 1
+/// there.
+/// Returns the byte offset, the block number and the 1024 bytes.
+pub fn find_backup_superblock(disk: &dyn Disk) -> Result<Option<(u64, u64, Vec<u8>)>> {
+    const S_BLOCKS_PER_GROUP: usize = 0x20;
+    const S_BLOCK_GROUP_NR: usize = 0x5A;
+    for log in 0..=6u32 {
+        let bs = 1024u64 << log;
+        let block = 8 * bs + u64::from(bs == 1024);
+        let offset = block * bs;
+        let Some(sb) = read_if_fits(disk, offset, SUPERBLOCK_SIZE)? else {
+            continue;
+        };
+        if le16(&sb, off::S_MAGIC) == EXT4_SUPER_MAGIC
+            && le32(&sb, off::S_LOG_BLOCK_SIZE) == log
+            && u64::from(le32(&sb, S_BLOCKS_PER_GROUP)) == 8 * bs
+            // Revision-0 filesystems (and old mke2fs) leave the group number 0.
+            && le16(&sb, S_BLOCK_GROUP_NR) <= 1
+        {
+            return Ok(Some((offset, block, sb)));
+        }
+    }
+    Ok(None)
+}
+
 pub fn probe(disk: &dyn Disk) -> Result<Option<Probed>> {
     let Some(sb) = read_if_fits(disk, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE)? else {
         return Ok(None);
     };
-    if le16(&sb, off::S_MAGIC) != EXT4_SUPER_MAGIC {
+    from_superblock(&sb, SUPERBLOCK_OFFSET, Vec::new())
+}
+
+/// A volume whose primary superblock is missing or damaged but whose first
+/// backup is intact. Probed after every other format, so that bytes inside
+/// another filesystem that happen to look like a backup never win.
+pub fn probe_backup(disk: &dyn Disk) -> Result<Option<Probed>> {
+    if let Some(sb) = read_if_fits(disk, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE)? {
+        let intact = le16(&sb, off::S_MAGIC) == EXT4_SUPER_MAGIC
+            && (le32(&sb, off::S_FEATURE_RO_COMPAT) & RO_COMPAT_METADATA_CSUM == 0
+                || superblock_csum(&sb) == le32(&sb, off::S_CHECKSUM));
+        if intact {
+            return Ok(None);
+        }
+    }
+    let Some((offset, block, sb)) = find_backup_superblock(disk)? else {
+        return Ok(None);
+    };
+    let warnings = vec![format!(
+        "the primary ext superblock is damaged or missing; a backup superblock was found at \
+         block {block} (byte {offset}), where e2fsck -b {block} finds it"
+    )];
+    from_superblock(&sb, offset, warnings)
+}
+
+fn from_superblock(sb: &[u8], sb_offset: u64, warnings: Vec<String>) -> Result<Option<Probed>> {
+    if le16(sb, off::S_MAGIC) != EXT4_SUPER_MAGIC {
         return Ok(None);
     }
+    let sb = sb.to_vec();
     let compat = le32(&sb, off::S_FEATURE_COMPAT);
     let incompat = le32(&sb, off::S_FEATURE_INCOMPAT);
     let ro_compat = le32(&sb, off::S_FEATURE_RO_COMPAT);
@@ -128,7 +185,7 @@ pub fn probe(disk: &dyn Disk) -> Result<Option<Probed>> {
         if computed != stored {
             return Err(Error::checksum(
                 "ext4 superblock",
-                Location::Byte(SUPERBLOCK_OFFSET),
+                Location::Byte(sb_offset),
                 u64::from(stored),
                 u64::from(computed),
             ));
@@ -174,7 +231,7 @@ pub fn probe(disk: &dyn Disk) -> Result<Option<Probed>> {
             le16(&sb, off::S_MINOR_REV_LEVEL)
         )),
         details,
-        warnings: Vec::new(),
+        warnings,
         swap: None,
     }))
 }

@@ -113,12 +113,13 @@ type Detector = fn(&dyn Disk) -> Result<Option<Probed>>;
 pub fn probe(disk: &dyn Disk) -> Result<Probed> {
     // The order settles ties the way the formats' own tools would: a filesystem's
     // superblock wins over a stale swap or FAT signature left under it.
-    const DETECTORS: [(&str, Detector); 5] = [
+    const DETECTORS: [(&str, Detector); 6] = [
         ("ext", ext::probe),
         ("xfs", xfs::probe),
         ("swap", probe_swap),
         ("LVM2", lvm::probe),
         ("vfat", fat::probe),
+        ("ext backup", ext::probe_backup),
     ];
     let mut found: Option<Probed> = None;
     let mut others = Vec::new();

@@ -242,7 +242,10 @@ const INCOMPAT_READABLE: u32 = incompat::FILETYPE
     | incompat::CSUM_SEED
     | incompat::LARGEDIR
     | incompat::INLINE_DATA
-    | incompat::EA_INODE;
+    | incompat::EA_INODE
+    // Only a filesystem that may hold encrypted files: the inodes that really are
+    // encrypted carry EXT4_ENCRYPT_FL, and the builder refuses those by name.
+    | incompat::ENCRYPT;
 
 /// Known features imgsan recognises but will not handle, with the reason given to
 /// the user. Checked before the "unknown" tier so the message names them.
@@ -256,7 +259,6 @@ const INCOMPAT_REFUSED: &[(u32, &str)] = &[
         "journal_dev (this volume is an external journal, not a filesystem)",
     ),
     (incompat::DIRDATA, "dirdata (Lustre directory data)"),
-    (incompat::ENCRYPT, "encrypt (fscrypt encrypted files)"),
     (
         incompat::CASEFOLD,
         "casefold (case-insensitive directories)",
@@ -338,6 +340,12 @@ impl Superblock {
         let sb = Superblock::decode(raw);
         if sb.s_magic != EXT4_MAGIC {
             return Err(Error::NotThisFormat { format: "ext2/3/4" });
+        }
+        // bigalloc changes what s_blocks_per_group counts (blocks per group are
+        // clusters per group times the cluster ratio), so the geometry checks
+        // below would call a valid bigalloc superblock corrupt.
+        if sb.has_ro_compat(ro_compat::BIGALLOC) {
+            return Err(Error::unsupported("bigalloc (ext4 cluster allocation)"));
         }
         sb.validate(volume_len)?;
         sb.check_features()?;

@@ -160,6 +160,9 @@ pub struct BuildStats {
     pub metadata_bytes: u64,
     /// The smallest volume that holds this tree with this geometry (no margin).
     pub min_bytes: u64,
+    /// Source values the builder changed because e2fsck rejects them, one line
+    /// each (what was changed, and where).
+    pub normalised: Vec<String>,
 }
 
 /// A built filesystem.
@@ -192,7 +195,10 @@ const INCOMPAT_BUILT: u32 = incompat::FILETYPE
     | incompat::EA_INODE
     | incompat::CSUM_SEED
     | incompat::LARGEDIR
-    | incompat::INLINE_DATA;
+    | incompat::INLINE_DATA
+    // The flag (and the superblock's encryption fields, cloned with it); inodes
+    // that really are encrypted are refused one by one (`Output::flags_for`).
+    | incompat::ENCRYPT;
 
 const RO_COMPAT_BUILT: u32 = ro_compat::SPARSE_SUPER
     | ro_compat::LARGE_FILE
@@ -302,9 +308,38 @@ fn orphan_file_blocks(sb: &Superblock, opts: &BuildOptions) -> u64 {
         .clamp(1, (8 << 20) / bs)
 }
 
+/// Superblock values e2fsck rejects (e2fsck/super.c: check_super_block),
+/// replaced by what e2fsck would write; one line per change.
+fn normalise_superblock(sb: &mut Superblock) -> Vec<String> {
+    let mut done = Vec::new();
+    let isz = sb.inode_size();
+    if isz > 128 {
+        // i_extra_isize and i_checksum_hi at least, the large inode at most,
+        // in 4-byte steps; 0 means "not set". e2fsck puts 32 (struct
+        // ext2_inode_large) instead.
+        let max = isz - 128;
+        for (name, v) in [
+            ("s_min_extra_isize", &mut sb.s_min_extra_isize),
+            ("s_want_extra_isize", &mut sb.s_want_extra_isize),
+        ] {
+            if *v != 0 && (*v < 4 || *v > max || *v & 3 != 0) {
+                done.push(format!(
+                    "superblock {name} {} is not valid for {isz}-byte inodes: set to 32",
+                    *v
+                ));
+                *v = 32.min(max);
+            }
+        }
+    }
+    done
+}
+
 /// Build the filesystem. See the module documentation.
 pub fn build(tree: &Tree, source_sb: &Superblock, opts: &BuildOptions) -> Result<Built> {
     check_features(source_sb)?;
+    let mut source = source_sb.clone();
+    let sb_normalised = normalise_superblock(&mut source);
+    let source_sb = &source;
     let f = Features::new(source_sb);
     let order = order_nodes(tree)?;
     let links = tree.link_counts();
@@ -358,6 +393,7 @@ pub fn build(tree: &Tree, source_sb: &Superblock, opts: &BuildOptions) -> Result
 
     let mut out = Output::new(&sb, &geo, tables, &f, tree);
     out.stats.min_bytes = min_blocks * f.bs;
+    out.stats.normalised = sb_normalised;
 
     // The resize inode's double-indirect block goes where libext2fs puts it.
     let resize_dind = if f.resize {

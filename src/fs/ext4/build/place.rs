@@ -244,6 +244,9 @@ pub(super) struct Output<'a> {
     pub(super) journal_size: u64,
     /// The orphan file to create: its inode number and block count.
     pub(super) orphan: Option<(u32, u64)>,
+    /// Source values changed because e2fsck rejects them: what, and the source
+    /// inodes it was done to.
+    pub(super) normalised: std::collections::BTreeMap<&'static str, Vec<u64>>,
 }
 
 /// The latest time the source superblock records.
@@ -289,6 +292,7 @@ impl<'a> Output<'a> {
             journal_i_block: None,
             journal_size: 0,
             orphan: None,
+            normalised: Default::default(),
         }
     }
 
@@ -692,19 +696,63 @@ impl<'a> Output<'a> {
     }
 
     /// The inode flags to store: the source's behavioural flags for ext4 trees,
-    /// none for others; layout flags are the builder's.
-    pub(super) fn flags_for(&self, node: &crate::tree::Node) -> Result<u32> {
+    /// none for others; layout flags are the builder's. Flags e2fsck rejects on
+    /// this kind of inode are cleared and the clearing recorded
+    /// ([`BuildStats::normalised`]).
+    pub(super) fn flags_for(&mut self, node: &crate::tree::Node) -> Result<u32> {
         if self.tree.flavor != Flavor::Ext4 {
             return Ok(0);
         }
         let refused = inode_flags::ENCRYPT | inode_flags::VERITY | inode_flags::CASEFOLD;
         if node.flags & refused != 0 {
+            let what = match node.flags & refused {
+                f if f & inode_flags::ENCRYPT != 0 => "encrypted (fscrypt)",
+                f if f & inode_flags::VERITY != 0 => "verity-protected",
+                _ => "casefolded",
+            };
+            let path = self
+                .tree
+                .paths()
+                .into_iter()
+                .find(|(_, id)| self.tree.node(*id).source_ino == node.source_ino)
+                .map(|(p, _)| String::from_utf8_lossy(&p).into_owned());
             return Err(Error::unsupported(format!(
-                "inode {} is encrypted, verity-protected or casefolded (flags {:#x})",
-                node.source_ino, node.flags
+                "inode {}{} is {what} (flags {:#x}); imgsan cannot rebuild its content",
+                node.source_ino,
+                path.map(|p| format!(" ({p})")).unwrap_or_default(),
+                node.flags
             )));
         }
-        Ok(node.flags & !(inode_flags::STRUCTURAL | refused))
+        let mut flags = node.flags & !(inode_flags::STRUCTURAL | refused);
+        // e2fsck pass 1: imagic is only valid with the imagic_inodes feature,
+        // which the builder never sets.
+        if flags & inode_flags::IMAGIC != 0 {
+            flags &= !inode_flags::IMAGIC;
+            self.normalise("cleared the imagic flag (no imagic_inodes feature)", node);
+        }
+        // e2fsck pass 1 (check_immutable): devices, fifos, sockets and symlinks
+        // may not be immutable or append-only.
+        let special = matches!(
+            node.kind,
+            Kind::Symlink(_) | Kind::CharDev(_) | Kind::BlockDev(_) | Kind::Fifo | Kind::Socket
+        );
+        let bad = inode_flags::IMMUTABLE | inode_flags::APPEND;
+        if special && flags & bad != 0 {
+            flags &= !bad;
+            self.normalise(
+                "cleared immutable/append-only on a device, fifo, socket or symlink",
+                node,
+            );
+        }
+        Ok(flags)
+    }
+
+    /// Record that `node`'s value was changed to something e2fsck accepts.
+    fn normalise(&mut self, what: &'static str, node: &crate::tree::Node) {
+        self.normalised
+            .entry(what)
+            .or_default()
+            .push(node.source_ino);
     }
 
     /// Plan the copies of a file's runs into its blocks, tagged with the node id
@@ -874,6 +922,18 @@ impl<'a> Output<'a> {
     ) -> Result<Built> {
         let geo = self.geo.clone();
         let bs = geo.bs as usize;
+        for (what, inos) in std::mem::take(&mut self.normalised) {
+            const SHOWN: usize = 8;
+            let mut list: Vec<String> = inos.iter().take(SHOWN).map(|i| i.to_string()).collect();
+            if inos.len() > SHOWN {
+                list.push(format!("and {} more", inos.len() - SHOWN));
+            }
+            self.stats.normalised.push(format!(
+                "{what}: {} source inode(s) ({})",
+                inos.len(),
+                list.join(", ")
+            ));
+        }
         // Shared xattr blocks, now that their reference counts are known.
         let mut blocks: Vec<(u64, Vec<xattr::Attr>, u32)> = Vec::new();
         for (attrs, list) in &self.xattr_blocks {

@@ -10,17 +10,28 @@ use crate::fs::ext4::superblock::{compat, incompat, Superblock};
 
 pub(super) fn too_small(sb: &Superblock, min_blocks: u64) -> Error {
     let bs = u64::from(sb.block_size());
-    Error::output(
-        format!("ext4 volume of {} bytes", sb.blocks_count() * bs),
-        std::io::Error::new(
-            std::io::ErrorKind::StorageFull,
-            format!(
-                "the tree needs at least {} bytes ({} MiB)",
-                min_blocks * bs,
-                (min_blocks * bs).div_ceil(1 << 20)
-            ),
-        ),
-    )
+    // The input decides this (its files, or a --size the operator gave), not the
+    // output device: exit 3, with the sizes, rather than "could not write".
+    Error::unsupported(format!(
+        "rebuild of this tree: it does not fit the ext4 volume of {} bytes ({} blocks); \
+         its files, directories, journal and metadata need at least {} bytes ({} MiB). \
+         A source whose files claim more blocks than it has (cross-linked blocks) \
+         gives this too",
+        sb.blocks_count() * bs,
+        sb.blocks_count(),
+        min_blocks * bs,
+        (min_blocks * bs).div_ceil(1 << 20)
+    ))
+}
+
+/// The tree has more inodes than a volume of this size gets.
+fn too_few_inodes(sb: &Superblock, inodes: u64) -> Error {
+    Error::unsupported(format!(
+        "rebuild of this tree: it does not fit the ext4 volume of {} bytes; it needs {inodes} \
+         inodes and that size gives {}",
+        sb.blocks_count() * u64::from(sb.block_size()),
+        sb.s_inodes_count
+    ))
 }
 
 /// The journal to create, if the source has one.
@@ -210,7 +221,7 @@ pub(super) fn target_superblock(
     }
     let (sb, _) = with_blocks(blocks)?;
     if u64::from(sb.s_inodes_count) < inodes {
-        return Err(too_small(&sb, min_blocks));
+        return Err(too_few_inodes(&sb, inodes));
     }
     Ok((sb, min_blocks))
 }

@@ -32,15 +32,16 @@
 //! - a data block whose tag checksum fails and that no revoke cancels makes the
 //!   kernel fail recovery (and the mount): replay returns a checksum error too.
 //!
-//! Fast commits are recognised but not replayed (see `fast_commit`): the report
-//! says so with `fast_commit_skipped` and a note.
+//! Fast commits that extend the last applied transaction are decoded into
+//! [`Overlay::fast`] (see `fast_commit`), which the reader applies as it walks;
+//! the report counts them and says so in a note.
 //!
 //! Bounds on hostile journals: every walk stops after as many blocks as the log
 //! holds (a log cannot hold more live blocks than its own length, so going past
 //! it means the log loops or lies), each journal block is read at most once, and
 //! the overlay holds at most one block per journal block read.
 
-mod fast_commit;
+pub mod fast_commit;
 pub mod ondisk;
 
 use std::collections::{BTreeMap, HashSet};
@@ -48,6 +49,7 @@ use std::sync::Arc;
 
 use super::superblock::{incompat, Superblock};
 use crate::error::{Error, Location, Result};
+pub use fast_commit::FastReplay;
 use ondisk::{
     blocktype, feature, tag_flag, CsumKind, JournalSuperblock, LogFormat, JBD2_MAGIC_NUMBER,
 };
@@ -65,6 +67,9 @@ pub struct JournalLocation {
 #[derive(Debug, Clone, Default)]
 pub struct Overlay {
     pub blocks: BTreeMap<u64, Arc<[u8]>>,
+    /// What valid fast commits change on top of the blocks (inodes, block maps,
+    /// directory names); the reader applies it as it walks.
+    pub fast: Option<Arc<FastReplay>>,
 }
 
 impl Overlay {
@@ -100,10 +105,8 @@ pub struct ReplayReport {
     /// The sequence numbers of the first and last transactions applied.
     pub first_sequence: Option<u32>,
     pub last_sequence: Option<u32>,
-    /// A fast-commit area held entries that were not replayed.
-    pub fast_commit_skipped: bool,
-    /// Valid fast commits found for the transaction after the last one applied
-    /// (the ones the kernel would replay and imgsan does not).
+    /// Valid fast commits found for the transaction after the last one applied,
+    /// replayed into [`Overlay::fast`].
     pub fast_commits: u32,
     /// Things worth telling the user (a torn last transaction, ...).
     pub notes: Vec<String>,
@@ -159,15 +162,12 @@ pub fn replay(
         report.journal_blocks_read = j.blocks_read;
         return Ok((Overlay::default(), report));
     }
-    let overlay = walk(&mut j, sb.blocks_count(), &mut report)?;
+    let mut overlay = walk(&mut j, sb.blocks_count(), &mut report)?;
     if j.fast_commit.is_some() {
-        // The fast-commit area only adds to the report; failing to read it must
-        // not lose the full commits.
-        if let Err(e) = scan_fast_commits(&mut j, &mut report) {
-            report
-                .notes
-                .push(format!("the fast-commit area could not be read: {e}"));
-        }
+        // What the fast commits change is part of the filesystem as the kernel
+        // would mount it: an area that cannot be read or replayed fails the
+        // replay, as it fails the kernel's recovery.
+        overlay.fast = scan_fast_commits(&mut j, sb, &mut report)?.map(Arc::new);
     }
     report.blocks = overlay.blocks.len() as u64;
     report.journal_blocks_read = j.blocks_read;
@@ -782,10 +782,15 @@ fn walk(j: &mut Journal<'_>, fs_blocks: u64, report: &mut ReplayReport) -> Resul
     Ok(overlay)
 }
 
-/// Look for fast commits that extend the last applied transaction.
-fn scan_fast_commits(j: &mut Journal<'_>, report: &mut ReplayReport) -> Result<()> {
+/// Find the fast commits that extend the last applied transaction, and decode
+/// what they change.
+fn scan_fast_commits(
+    j: &mut Journal<'_>,
+    sb: &Superblock,
+    report: &mut ReplayReport,
+) -> Result<Option<fast_commit::FastReplay>> {
     let Some(area) = j.fast_commit else {
-        return Ok(());
+        return Ok(None);
     };
     let expected = report.end_sequence.unwrap_or(j.jsb.s_sequence);
     let mut scanner = fast_commit::Scanner::new(expected);
@@ -796,18 +801,26 @@ fn scan_fast_commits(j: &mut Journal<'_>, report: &mut ReplayReport) -> Result<(
         scanner.feed(&buf);
         b += 1;
     }
-    let r = scanner.result;
+    let r = &scanner.result;
     report.fast_commits = r.commits;
-    if r.commits > 0 {
-        report.fast_commit_skipped = true;
-        report.notes.push(format!(
-            "the fast-commit area holds {} fast commit(s) ({} records) for transaction \
-             {expected}; imgsan does not replay fast commits, so changes made after the \
-             last full commit are missing",
-            r.commits, r.tags
-        ));
+    if r.commits == 0 {
+        return Ok(None);
     }
-    Ok(())
+    let fast = fast_commit::decode(
+        &scanner.records,
+        usize::from(sb.inode_size()),
+        sb.s_inodes_count,
+        sb.blocks_count(),
+    )?;
+    report.notes.push(format!(
+        "replayed {} fast commit(s) for transaction {expected}: {} inode(s), {} block \
+         range change(s), {} name change(s)",
+        r.commits,
+        fast.inodes.len(),
+        fast.ranges.values().map(Vec::len).sum::<usize>(),
+        fast.names.values().map(Vec::len).sum::<usize>(),
+    ));
+    Ok(Some(fast))
 }
 
 #[cfg(test)]
@@ -966,7 +979,7 @@ mod tests {
         assert_eq!(contents(&o), vec![(3000, 1), (3001, 2), (3002, 3)]);
         assert_eq!(r.transactions, 1);
         assert_eq!(r.end_sequence, Some(11));
-        assert!(!r.fast_commit_skipped);
+        assert!(o.fast.is_none() && r.fast_commits == 0);
         assert_eq!(r.journal_blocks_read, 1 + 6 + 1);
     }
 

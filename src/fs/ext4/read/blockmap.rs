@@ -67,6 +67,26 @@ pub(crate) fn map(ctx: &Ctx, ino: &Inode, limit: u64) -> Result<Vec<BlockExtent>
     } else {
         map_indirect(ctx, ino, limit, &mut out)?;
     }
+    if let Some(fast) = ctx
+        .overlay
+        .fast
+        .as_ref()
+        .filter(|f| f.ranges.contains_key(&ino.ino))
+    {
+        // Fast commits map and unmap ranges on top of the on-disk map.
+        let mut runs: Vec<(u64, u64, u64)> =
+            out.iter().map(|e| (e.logical, e.physical, e.len)).collect();
+        fast.apply_ranges(ino.ino, &mut runs);
+        out = runs
+            .into_iter()
+            .filter(|&(l, _, _)| l < limit)
+            .map(|(logical, physical, len)| BlockExtent {
+                logical,
+                physical,
+                len: len.min(limit - logical),
+            })
+            .collect();
+    }
     Ok(out)
 }
 

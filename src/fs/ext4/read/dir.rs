@@ -7,13 +7,14 @@
 //! out exactly once whatever the index says. "." and ".." and deleted entries
 //! (inode 0) are dropped here; duplicate names are left to `Tree::finish`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::blockmap::BlockExtent;
 use super::inode::Inode;
 use super::{is_reserved_inode, Ctx};
 use crate::error::{Error, Location, Result};
 use crate::fs::codec::{le_u16, le_u32};
+use crate::fs::ext4::journal::fast_commit::NameOp;
 use crate::fs::ext4::ondisk::{
     dir_leaf_checksum, dirent_len, dx_node_checksum, inode_flags, rec_len_from_disk, DxRootInfo,
     DIRENT_HEADER, DIR_TAIL_FT, DIR_TAIL_SIZE, DX_NODE_COUNT_OFFSET, DX_ROOT_COUNT_OFFSET,
@@ -32,6 +33,62 @@ pub(crate) struct DirList {
 impl DirList {
     pub fn name(&self, e: &(u32, u8, u32)) -> &[u8] {
         &self.names[e.0 as usize..e.0 as usize + usize::from(e.1)]
+    }
+}
+
+impl DirList {
+    /// Apply a fast commit's name changes to this directory, in order: a link
+    /// replaces any entry of the same name (e2fsck/journal.c:
+    /// ext4_fc_handle_link_and_create unlinks it first), an unlink removes the
+    /// entry with that name and inode number.
+    pub fn apply_fast_commit(&mut self, dir: u32, ops: &[NameOp]) -> Result<()> {
+        let mut entries: Vec<(Vec<u8>, u32)> = self
+            .entries
+            .iter()
+            .map(|e| (self.name(e).to_vec(), e.2))
+            .collect();
+        let mut at: HashMap<Vec<u8>, usize> = HashMap::new();
+        for (i, (n, _)) in entries.iter().enumerate() {
+            at.entry(n.clone()).or_insert(i);
+        }
+        for op in ops {
+            match (at.get(&op.name).copied(), op.link) {
+                (Some(i), true) => entries[i].1 = op.ino,
+                (None, true) => {
+                    at.insert(op.name.clone(), entries.len());
+                    entries.push((op.name.clone(), op.ino));
+                }
+                (Some(i), false) if entries[i].1 == op.ino => {
+                    entries[i].1 = 0;
+                    at.remove(&op.name);
+                }
+                _ => {}
+            }
+        }
+        let mut out = DirList::default();
+        for (name, ino) in entries {
+            if ino == 0 {
+                continue;
+            }
+            let len = u8::try_from(name.len()).map_err(|_| {
+                Error::corrupt(
+                    "ext4 fast commit record",
+                    Location::Inode(u64::from(dir)),
+                    format!("a name of {} bytes", name.len()),
+                )
+            })?;
+            let off = u32::try_from(out.names.len()).map_err(|_| {
+                Error::corrupt(
+                    "ext4 directory",
+                    Location::Inode(u64::from(dir)),
+                    "names past 4 GiB",
+                )
+            })?;
+            out.names.extend_from_slice(&name);
+            out.entries.push((off, len, ino));
+        }
+        *self = out;
+        Ok(())
     }
 }
 

@@ -139,14 +139,86 @@ pub fn read_superblock(volume: &dyn Disk) -> Result<Superblock> {
     Superblock::parse(&raw, volume.len())
 }
 
+/// The superblock, falling back to the first backup when the primary is missing
+/// or damaged, as e2fsck does. With a backup, the overlay returned puts it and
+/// the descriptor table that follows it where the primary ones belong, so the
+/// rest of the read sees one consistent filesystem; the string says so.
+fn superblock_or_backup(volume: &dyn Disk) -> Result<(Superblock, Overlay, Option<String>)> {
+    let primary = match read_superblock(volume) {
+        Ok(sb) => return Ok((sb, Overlay::default(), None)),
+        Err(e) => e,
+    };
+    if !matches!(
+        primary.kind(),
+        crate::ErrorKind::NotThisFormat | crate::ErrorKind::Corrupt | crate::ErrorKind::Checksum
+    ) {
+        return Err(primary);
+    }
+    let Some((offset, block, raw)) = crate::disk::probe::ext::find_backup_superblock(volume)?
+    else {
+        return Err(primary);
+    };
+    let raw: [u8; 1024] = raw.try_into().map_err(|_| primary_short())?;
+    let sb = Superblock::parse(&raw, volume.len()).map_err(|e| {
+        Error::within(
+            format!(
+                "the primary ext4 superblock is unusable ({primary}); the backup at block {block}"
+            ),
+            e,
+        )
+    })?;
+    if sb.has_incompat(incompat::META_BG) {
+        return Err(Error::unsupported(format!(
+            "ext4 with meta_bg read from a backup superblock (the primary is unusable: {primary})"
+        )));
+    }
+    let bs = u64::from(sb.block_size());
+    let mut overlay = Overlay::default();
+    // The block that holds the primary superblock: block 1 with 1 KiB blocks,
+    // bytes 1024..2048 of block 0 otherwise.
+    let sb_block = u64::from(sb.s_first_data_block);
+    let mut b = vec![0u8; bs as usize];
+    volume.read_at(sb_block * bs, &mut b)?;
+    let at = (SUPERBLOCK_OFFSET - sb_block * bs) as usize;
+    b[at..at + 1024].copy_from_slice(&raw);
+    overlay.blocks.insert(sb_block, Arc::from(b));
+    let desc_blocks = sb
+        .group_count()
+        .div_ceil(bs / sb.desc_size() as u64)
+        .min(sb.blocks_count());
+    for i in 0..desc_blocks {
+        let mut b = vec![0u8; bs as usize];
+        let from = (block + 1 + i) * bs;
+        if from + bs > volume.len() {
+            return Err(Error::corrupt(
+                "ext4 backup group descriptors",
+                Location::Block(block + 1 + i),
+                "past the end of the volume",
+            ));
+        }
+        volume.read_at(from, &mut b)?;
+        overlay.blocks.insert(sb_block + 1 + i, Arc::from(b));
+    }
+    let note = format!(
+        "the primary superblock is unusable ({primary}); read with the backup superblock and \
+         group descriptors at block {block} (byte {offset}), as e2fsck -b {block} does"
+    );
+    Ok((sb, overlay, Some(note)))
+}
+
+fn primary_short() -> Error {
+    Error::corrupt("ext4 backup superblock", Location::Byte(0), "short read")
+}
+
 pub(crate) fn open_with_replayer(
     volume: Arc<dyn Disk>,
     opts: &ReadOptions,
     replayer: &ReplayFn<'_>,
 ) -> Result<Ext4Volume> {
     let mut warnings = Vec::new();
-    let sb0 = read_superblock(&*volume)?;
-    let empty = Overlay::default();
+    let (sb0, base, backup_note) = superblock_or_backup(&*volume)?;
+    warnings.extend(backup_note);
+    let empty = base.clone();
     let groups0 = {
         let raw = Ctx::new(&*volume, &empty, &sb0, &[], opts.verify_checksums)?;
         read_groups(&raw, &sb0, opts)?
@@ -163,7 +235,7 @@ pub(crate) fn open_with_replayer(
         needed: needs_recovery,
         ..Default::default()
     };
-    let mut overlay = Overlay::default();
+    let mut overlay = base.clone();
     let mut journal_loc = None;
     if sb0.has_compat(compat::HAS_JOURNAL) {
         if sb0.s_journal_inum == 0 {
@@ -191,7 +263,11 @@ pub(crate) fn open_with_replayer(
             if opts.replay_journal {
                 let read_block = |n: u64, buf: &mut [u8]| raw.read_block(n, buf);
                 let (o, r) = replayer(&sb0, &loc, &read_block)?;
-                overlay = o;
+                // The journal's blocks win over the backup-superblock patch.
+                for (b, d) in o.blocks {
+                    overlay.blocks.insert(b, d);
+                }
+                overlay.fast = o.fast;
                 report = r;
                 jinfo.replayed = true;
             } else {

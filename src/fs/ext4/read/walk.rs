@@ -17,7 +17,9 @@ use super::inode::{ftype, Inode};
 use super::xattr::{self, InodeXattrs};
 use super::{blockmap, Ctx};
 use crate::error::{Error, Location, Result};
-use crate::fs::ext4::ondisk::{ino as reserved, inode_flags};
+use crate::fs::ext4::ondisk::{
+    ino as reserved, inode_checksum, inode_csum_seed, inode_flags, set_inode_checksum,
+};
 use crate::tree::{Dev, Entry, Kind, Node, NodeId, Run, Src, Tree, Xattr};
 
 /// Inodes decoded per merge round: bounds the decoded-but-not-merged state.
@@ -110,6 +112,19 @@ fn decode_batch(ctx: &Ctx, b: &Batch) -> Result<Vec<(u32, NodeId, Decoded)>> {
 
 /// Decode one linked inode completely (everything but its children).
 fn decode(ctx: &Ctx, n: u32, bytes: &[u8]) -> Result<Decoded> {
+    let fast = ctx.overlay.fast.as_deref();
+    let patched = fast.and_then(|f| f.patched_inode(n, bytes)).map(|mut b| {
+        // A fast commit logged this inode: what the replayers write back,
+        // checksum included.
+        if ctx.sb.has_metadata_csum() {
+            let generation = u32::from_le_bytes([b[0x64], b[0x65], b[0x66], b[0x67]]);
+            let seed = inode_csum_seed(ctx.sb, n, generation);
+            let csum = inode_checksum(seed, &b);
+            set_inode_checksum(&mut b, csum);
+        }
+        b
+    });
+    let bytes = patched.as_deref().unwrap_or(bytes);
     let ino = Inode::parse(ctx, n, bytes)?;
     // fs/ext4/inode.c: ext4_iget treats a zero link count as a deleted inode.
     if ino.raw.i_links_count == 0 {
@@ -153,6 +168,9 @@ fn decode(ctx: &Ctx, n: u32, bytes: &[u8]) -> Result<Decoded> {
             } else {
                 let extents = blockmap::map(ctx, &ino, ino.size.div_ceil(bs))?;
                 dir::read_blocks(ctx, &ino, &extents, &mut list)?;
+            }
+            if let Some(ops) = fast.and_then(|f| f.names.get(&n)) {
+                list.apply_fast_commit(n, ops)?;
             }
             dir = Some(list);
             Kind::Dir(Vec::new())

@@ -222,6 +222,14 @@ fn parse(
             Box::from(&area[start..end])
         };
         let Some(full) = xattr_full_name(e.e_name_index, suffix) else {
+            // Index 9 holds the fscrypt context: the inode really is encrypted,
+            // and its names and data cannot be rebuilt without the key.
+            if e.e_name_index == 9 {
+                return Err(Error::unsupported(format!(
+                    "inode {} is encrypted (it carries an fscrypt encryption context)",
+                    owner.ino
+                )));
+            }
             return Err(Error::unsupported(format!(
                 "ext4 xattr name index {} (inode {})",
                 e.e_name_index, owner.ino
