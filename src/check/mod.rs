@@ -81,13 +81,14 @@ impl Inputs {
             Some(p) => Some(rules.load_request(p)?),
             None => None,
         };
-        let from_request = |f: fn(&Request) -> Option<String>| request.as_ref().and_then(f);
+        let from_request =
+            |f: fn(&Request) -> Option<&str>| request.as_ref().and_then(f).map(str::to_string);
         Ok(Inputs {
-            name: o.name.clone().or_else(|| from_request(|r| r.name.clone())),
+            name: o.name.clone().or_else(|| from_request(Request::name)),
             description: o
                 .description
                 .clone()
-                .or_else(|| from_request(|r| r.description.clone())),
+                .or_else(|| from_request(Request::description)),
             extra_featured: match &o.featured_names {
                 Some(p) => read_list(p)?,
                 None => Vec::new(),
