@@ -21,7 +21,8 @@ use crate::image::Image;
 use crate::inspect::os::identify_guest;
 use crate::output::convert::Target;
 use crate::output::hash;
-use crate::output::write::{write_plan_hashed, Hashing, WriteStats};
+use crate::output::temp::OutputGroup;
+use crate::output::write::{write_plan_into, Hashing, WriteStats};
 use crate::policy::{Mode, Report};
 use crate::progress::{Progress, Unit};
 use crate::repack::{self, DiskSize, VolumeOutcome};
@@ -126,6 +127,23 @@ pub fn sanitize(
     opts: &SanitizeOptions,
     target: &Target,
     progress: &dyn Progress,
+) -> std::result::Result<Outcome, SanitizeError> {
+    let group = OutputGroup::new();
+    let outcome = sanitize_into(image, inputs, opts, target, progress, &group)?;
+    group.commit()?;
+    Ok(outcome)
+}
+
+/// [`sanitize`], with the output image left in `group`: it becomes final when
+/// the caller commits the group, after adding the run's other outputs (the
+/// report, the manifest) to it. Dropping the group removes it.
+pub fn sanitize_into(
+    image: &Image,
+    inputs: &Inputs,
+    opts: &SanitizeOptions,
+    target: &Target,
+    progress: &dyn Progress,
+    group: &OutputGroup,
 ) -> std::result::Result<Outcome, SanitizeError> {
     let unknown = opts.rules.unknown_rules(&inputs.rules.sanitize);
     if !unknown.is_empty() {
@@ -261,7 +279,7 @@ pub fn sanitize(
             output: true,
             files: opts.manifest,
         };
-        let stats = write_plan_hashed(&repacked.plan, target, progress, hashing)?;
+        let stats = write_plan_into(&repacked.plan, target, progress, hashing, Some(group))?;
         summary.path = Some(match target {
             Target::File(p) => p.display().to_string(),
             Target::Stdout => "-".into(),
@@ -457,4 +475,10 @@ pub fn render_manifest(
 /// Writes the manifest to `path` through a temporary name.
 pub fn write_manifest(entries: &[ManifestEntry], path: &Path) -> Result<()> {
     crate::output::sink::write_file_atomically(path, |w| render_manifest(entries, w))
+}
+
+/// Writes the manifest under a temporary name; it becomes `path` when `group`
+/// commits.
+pub fn stage_manifest(entries: &[ManifestEntry], path: &Path, group: &OutputGroup) -> Result<()> {
+    group.write_file(path, |w| render_manifest(entries, w))
 }

@@ -915,6 +915,26 @@ fn every_check_triggers_and_passes() {
             also: no_more,
         },
         Case {
+            label: "a description past the 255-character property limit",
+            fixture: "u20-clean",
+            ask: with(|a| {
+                a.description = Some(format!("Ubuntu 20.04 for the lab: {}", "samtools ".repeat(32)))
+            }),
+            triggers: &["description.too-long"],
+            passes: &["description.near-limit", "description.too-short"],
+            also: no_more,
+        },
+        Case {
+            label: "a description close to the limit is a warning",
+            fixture: "u20-clean",
+            ask: with(|a| {
+                a.description = Some(format!("Ubuntu 20.04 for the lab: {}", "samtools ".repeat(24)))
+            }),
+            triggers: &["description.near-limit"],
+            passes: &["description.too-long"],
+            also: no_more,
+        },
+        Case {
             label: "the description repeats the name",
             fixture: "u20-clean",
             ask: with(|a| {

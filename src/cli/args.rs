@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use imgsan::check;
+use imgsan::output::guard::Named;
 
 fn parse_date(s: &str) -> Result<imgsan::rules::Date, String> {
     imgsan::rules::Date::parse(s)
@@ -41,6 +42,18 @@ pub struct CheckArgs {
 }
 
 impl CheckArgs {
+    /// The files these arguments read, for the output guard.
+    pub fn input_files(&self) -> Vec<Named> {
+        [
+            (&self.request, "the --request file"),
+            (&self.featured_names, "the --featured-names file"),
+            (&self.existing_names, "the --existing-names file"),
+        ]
+        .into_iter()
+        .filter_map(|(p, what)| p.as_ref().map(|p| Named::new(p, what)))
+        .collect()
+    }
+
     pub fn options(&self) -> check::CheckOptions {
         check::CheckOptions {
             name: self.name.clone(),

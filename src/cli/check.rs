@@ -10,7 +10,9 @@ use imgsan::disk;
 use imgsan::output::report;
 
 use super::args::CheckArgs;
-use super::{rules_error, write_atomically};
+use imgsan::output::guard::Named;
+
+use super::{guard_outputs, image_inputs, rules_error, write_atomically};
 
 /// Check an image against the imaging policy and write a report.
 ///
@@ -63,6 +65,13 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     };
     let image =
         imgsan::image::Image::open(input, &dopts).with_context(|| input.display().to_string())?;
+    if let Some(path) = output {
+        let mut ins = image_inputs(image.disk.as_ref());
+        ins.extend(check_args.input_files());
+        if let Err(code) = guard_outputs(&ins, &[Named::new(path, "the report")]) {
+            return Ok(code);
+        }
+    }
     let report = match check::check(&image, &inputs) {
         Ok(r) => r,
         Err(check::CheckError::Rules(e)) => return Ok(rules_error(&e)),

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use imgsan::output::convert::{self, Target};
 
-use super::{open_disk, progress::progress_for, Cli, EXIT_CLEAN};
+use imgsan::output::guard::Named;
+
+use super::{guard_outputs, image_inputs, open_disk, progress::progress_for, Cli, EXIT_CLEAN};
 
 /// Convert an image (RAW or QCOW2) to a sparse RAW image.
 ///
@@ -32,6 +34,12 @@ pub fn run(args: &Args, cli: &Cli) -> anyhow::Result<u8> {
         format,
     } = args;
     let d = open_disk(input, format)?;
+    if let Err(code) = guard_outputs(
+        &image_inputs(d.as_ref()),
+        &[Named::new(output, "the output image")],
+    ) {
+        return Ok(code);
+    }
     let target = if output.as_os_str() == "-" {
         Target::Stdout
     } else {

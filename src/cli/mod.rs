@@ -24,6 +24,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use imgsan::disk;
+use imgsan::output::guard::{self, Named};
 use imgsan::ErrorKind;
 
 pub const EXIT_CLEAN: u8 = 0;
@@ -97,6 +98,12 @@ pub fn main() -> ExitCode {
             eprintln!("imgsan: cannot start {n} threads: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
+    }
+    // A signal removes the temporary outputs before the process exits.
+    if let Err(e) = imgsan::output::temp::remove_temporaries_on_signal() {
+        eprintln!(
+            "imgsan: warning: cannot handle signals ({e}); a killed run may leave temporary files"
+        );
     }
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
@@ -188,6 +195,29 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Check(a) => check::run(a),
         Command::Rules(c) => rules::run(c),
     }
+}
+
+/// The files an opened image reads, named for the guard's message.
+pub(crate) fn image_inputs(d: &dyn disk::Disk) -> Vec<Named> {
+    d.files()
+        .into_iter()
+        .map(|(path, what)| {
+            let what = match what {
+                "image" => "the input image".to_string(),
+                other => format!("the input's {other}"),
+            };
+            Named::new(path, what)
+        })
+        .collect()
+}
+
+/// Refuses (exit 2) when an output is an input or two outputs are one file:
+/// called before anything is opened for writing. `Err` holds the exit code.
+pub(crate) fn guard_outputs(inputs: &[Named], outputs: &[Named]) -> Result<(), u8> {
+    guard::check(inputs, outputs).map_err(|clash| {
+        eprintln!("imgsan: {clash}");
+        EXIT_USAGE
+    })
 }
 
 /// Prints a rules problem (every one, as file:line:column: message) and gives

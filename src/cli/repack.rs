@@ -8,7 +8,9 @@ use imgsan::disk;
 use imgsan::output::convert::Target;
 
 use super::args::SizeArgs;
-use super::{progress::progress_for, Cli, EXIT_CLEAN};
+use imgsan::output::guard::Named;
+
+use super::{guard_outputs, image_inputs, progress::progress_for, Cli, EXIT_CLEAN};
 
 /// Rebuild every ext4 filesystem of an image fresh, with no other change.
 ///
@@ -47,6 +49,12 @@ pub fn run(args: &Args, cli: &Cli) -> anyhow::Result<u8> {
     };
     let image =
         imgsan::image::Image::open(input, &opts).with_context(|| input.display().to_string())?;
+    if let Err(code) = guard_outputs(
+        &image_inputs(image.disk.as_ref()),
+        &[Named::new(output, "the output image")],
+    ) {
+        return Ok(code);
+    }
     let volumes = imgsan::repack::read_volumes(&image, &Default::default())
         .with_context(|| input.display().to_string())?;
     let repacked = imgsan::repack::plan(&image, &volumes, size.disk_size())

@@ -10,8 +10,11 @@ use imgsan::disk;
 use imgsan::output::convert::Target;
 use imgsan::output::report;
 
+use imgsan::output::guard::Named;
+use imgsan::output::temp::OutputGroup;
+
 use super::args::{CheckArgs, SizeArgs};
-use super::{progress::progress_for, rules_error, write_atomically, Cli, EXIT_USAGE};
+use super::{guard_outputs, image_inputs, progress::progress_for, rules_error, Cli, EXIT_USAGE};
 
 /// Sanitize an image for publishing: check it, clean it, write a fresh RAW disk.
 ///
@@ -108,6 +111,19 @@ pub fn run(args: &Args, cli: &Cli) -> anyhow::Result<u8> {
     };
     let image =
         imgsan::image::Image::open(input, &dopts).with_context(|| input.display().to_string())?;
+    let mut inputs_read = image_inputs(image.disk.as_ref());
+    inputs_read.extend(check_args.input_files());
+    let outputs: Vec<Named> = [
+        (output, "the output image"),
+        (manifest, "the --manifest file"),
+        (report_path, "the --report file"),
+    ]
+    .into_iter()
+    .filter_map(|(p, what)| p.as_ref().map(|p| Named::new(p, what)))
+    .collect();
+    if let Err(code) = guard_outputs(&inputs_read, &outputs) {
+        return Ok(code);
+    }
     let target = match output {
         Some(p) if p.as_os_str() == "-" => Target::Stdout,
         Some(p) => Target::File(p.clone()),
@@ -126,20 +142,28 @@ pub fn run(args: &Args, cli: &Cli) -> anyhow::Result<u8> {
         manifest: manifest.is_some(),
     };
     let progress = progress_for(cli);
-    let mut outcome =
-        match imgsan::pipeline::sanitize(&image, &inputs, &opts, &target, progress.as_ref()) {
-            Ok(o) => o,
-            Err(imgsan::pipeline::SanitizeError::Rules(e)) => return Ok(rules_error(&e)),
-            Err(imgsan::pipeline::SanitizeError::Usage(m)) => {
-                eprintln!("imgsan: {m}");
-                return Ok(EXIT_USAGE);
-            }
-            Err(imgsan::pipeline::SanitizeError::Image(e)) => {
-                return Err(anyhow::Error::new(e).context(input.display().to_string()))
-            }
-        };
+    // The image, the manifest and the report become final together, or none.
+    let group = OutputGroup::new();
+    let mut outcome = match imgsan::pipeline::sanitize_into(
+        &image,
+        &inputs,
+        &opts,
+        &target,
+        progress.as_ref(),
+        &group,
+    ) {
+        Ok(o) => o,
+        Err(imgsan::pipeline::SanitizeError::Rules(e)) => return Ok(rules_error(&e)),
+        Err(imgsan::pipeline::SanitizeError::Usage(m)) => {
+            eprintln!("imgsan: {m}");
+            return Ok(EXIT_USAGE);
+        }
+        Err(imgsan::pipeline::SanitizeError::Image(e)) => {
+            return Err(anyhow::Error::new(e).context(input.display().to_string()))
+        }
+    };
     if let (Some(path), false) = (manifest, outcome.blocked || *dry_run) {
-        imgsan::pipeline::write_manifest(&outcome.manifest, path)?;
+        imgsan::pipeline::stage_manifest(&outcome.manifest, path, &group)?;
         if let Some(o) = outcome.report.output.as_mut() {
             o["manifest"] = serde_json::Value::String(path.display().to_string());
         }
@@ -151,8 +175,12 @@ pub fn run(args: &Args, cli: &Cli) -> anyhow::Result<u8> {
         && std::io::stdout().is_terminal()
         && std::env::var_os("NO_COLOR").is_none();
     let text = report::render(&outcome.report, fmt, color);
+    if let Some(path) = report_path {
+        group.write_file(path, |w| w.write_all(text.as_bytes()))?;
+    }
+    group.commit()?;
     match report_path {
-        Some(path) => write_atomically(path, text.as_bytes())?,
+        Some(_) => {}
         None if to_stdout => {
             let mut out = std::io::stdout().lock();
             out.write_all(text.as_bytes())?;
