@@ -375,6 +375,10 @@ struct SizeArgs {
     /// Make the disk exactly SIZE bytes (suffixes K, M, G, T: powers of 1024).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     size: Option<u64>,
+    /// Give LVM volume groups, PVs and LVs new random UUIDs (filesystem UUIDs
+    /// are kept).
+    #[arg(long)]
+    new_lvm_uuids: bool,
 }
 
 impl SizeArgs {
@@ -386,6 +390,12 @@ impl SizeArgs {
             },
             (false, Some(n)) => DiskSize::Bytes(n),
             (false, None) => DiskSize::Same,
+        }
+    }
+
+    fn lvm_options(&self) -> imgsan::repack::lvm::LvmOptions {
+        imgsan::repack::lvm::LvmOptions {
+            new_uuids: self.new_lvm_uuids,
         }
     }
 }
@@ -584,6 +594,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                 },
                 force: *force,
                 size: size.disk_size(),
+                lvm: size.lvm_options(),
                 dry_run: *dry_run,
                 manifest: manifest.is_some(),
             };
@@ -660,8 +671,9 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                 .with_context(|| input.display().to_string())?;
             let volumes = imgsan::repack::read_volumes(&image, &Default::default())
                 .with_context(|| input.display().to_string())?;
-            let repacked = imgsan::repack::plan(&image, &volumes, size.disk_size())
-                .with_context(|| input.display().to_string())?;
+            let repacked =
+                imgsan::repack::plan_with(&image, &volumes, size.disk_size(), &size.lvm_options())
+                    .with_context(|| input.display().to_string())?;
             let target = if output.as_os_str() == "-" {
                 Target::Stdout
             } else {
@@ -955,9 +967,10 @@ fn print_disk_summary(out: &mut impl Write, s: &imgsan::image::DiskSummary) -> s
         "#", "start", "size", "type", "filesystem", "uuid"
     )?;
     for v in &s.volumes {
-        let (num, ptype) = match &v.partition {
-            Some(p) => (p.index.to_string(), p.part_type.name.to_string()),
-            None => ("-".to_string(), "(whole disk)".to_string()),
+        let (num, ptype) = match (&v.partition, &v.lv) {
+            (Some(p), _) => (p.index.to_string(), p.part_type.name.to_string()),
+            (None, Some(lv)) => ("-".to_string(), format!("LV {lv}")),
+            (None, None) => ("-".to_string(), "(whole disk)".to_string()),
         };
         writeln!(
             out,
@@ -973,6 +986,9 @@ fn print_disk_summary(out: &mut impl Write, s: &imgsan::image::DiskSummary) -> s
         for w in &v.filesystem.warnings {
             writeln!(out, "     warning: {w}")?;
         }
+    }
+    if let Some(lvm) = &s.lvm {
+        lvm.render(out)?;
     }
     Ok(())
 }

@@ -37,6 +37,8 @@ pub struct SanitizeOptions {
     pub force: bool,
     /// The output disk's size.
     pub size: DiskSize,
+    /// LVM choices (`--new-lvm-uuids`).
+    pub lvm: repack::lvm::LvmOptions,
     /// Plan and report only; write nothing.
     pub dry_run: bool,
     /// Hash every kept file for a manifest.
@@ -237,7 +239,7 @@ pub fn sanitize(
         })
         .collect();
     progress.start("plan", 0, Unit::Items);
-    let repacked = repack::plan(image, &ext4, opts.size)?;
+    let repacked = repack::plan_with(image, &ext4, opts.size, &opts.lvm)?;
     progress.finish();
 
     let (files_kept, bytes_kept) = kept(&ext4);

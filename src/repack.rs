@@ -8,11 +8,13 @@
 //! `repack` with no edits is the identity transform (compact, zero free space);
 //! `sanitize` edits the trees between [`read_volumes`] and [`plan`].
 
+pub mod lvm;
+
 use std::sync::Arc;
 
 use crate::disk::probe::FsType;
 use crate::error::{Error, Result};
-use crate::fs::ext4::build::{self, BuildOptions, BuildStats, JournalSpec, TargetSize};
+use crate::fs::ext4::build::{self, BuildOptions, BuildStats, Built, JournalSpec, TargetSize};
 use crate::fs::ext4::read::{self, Ext4Volume, ReadOptions};
 use crate::image::Image;
 use crate::output::assemble::{self, Fill, Layout, VolumeFill};
@@ -38,7 +40,7 @@ pub struct VolumeOutcome {
     pub volume: usize,
     /// "partition 3" or "the whole disk".
     pub name: String,
-    /// "rebuilt", "verbatim" or "swap re-created".
+    /// "rebuilt", "verbatim", "swap re-created" or "LVM PV rewritten".
     pub action: String,
     /// Why a volume was copied verbatim (or other notes).
     pub note: Option<String>,
@@ -101,12 +103,33 @@ fn build_options(
     })
 }
 
+/// Builds an ext volume at `size` with its source's journal and boot block.
+pub(crate) fn build_ext(
+    ext: &Ext4Volume,
+    source: &dyn crate::disk::Disk,
+    size: TargetSize,
+) -> Result<Built> {
+    build::build(&ext.tree, &ext.sb, &build_options(ext, source, size)?)
+}
+
 /// Plan the output disk from the image and its (possibly edited) volumes.
 pub fn plan(image: &Image, volumes: &[Option<Ext4Volume>], size: DiskSize) -> Result<Repacked> {
+    plan_with(image, volumes, size, &lvm::LvmOptions::default())
+}
+
+/// [`plan`] with the LVM choices of the run.
+pub fn plan_with(
+    image: &Image,
+    volumes: &[Option<Ext4Volume>],
+    size: DiskSize,
+    lvm_opts: &lvm::LvmOptions,
+) -> Result<Repacked> {
     let src_len = image.disk.len();
-    // The physically last volume is the one that may change size.
-    let last =
-        (0..image.volumes.len()).max_by_key(|&i| image.volumes[i].start + image.volumes[i].len);
+    // The physically last volume is the one that may change size. LVs live
+    // inside their PVs' partitions and do not count.
+    let last = (0..image.volumes.len())
+        .filter(|&i| image.volumes[i].lv.is_none())
+        .max_by_key(|&i| image.volumes[i].start + image.volumes[i].len);
     let tail = last.map_or(0, |i| {
         src_len - (image.volumes[i].start + image.volumes[i].len)
     });
@@ -116,7 +139,54 @@ pub fn plan(image: &Image, volumes: &[Option<Ext4Volume>], size: DiskSize) -> Re
     let mut outcomes = Vec::new();
     let mut new_lengths = Vec::new();
     let mut out_len = src_len;
+    // The PVs of a VG are planned together with its LVs.
+    let in_vg = |i: usize| {
+        image
+            .lvm
+            .pvs
+            .iter()
+            .any(|p| p.volume == i && p.vg.is_some())
+    };
+    for (vi, _) in image.lvm.vgs.iter().enumerate() {
+        let resize = match last {
+            Some(l)
+                if size != DiskSize::Same
+                    && image
+                        .lvm
+                        .pvs
+                        .iter()
+                        .any(|p| p.volume == l && p.vg.map(|x| x.0) == Some(vi)) =>
+            {
+                let v = &image.volumes[l];
+                let room = match size {
+                    DiskSize::Bytes(n) => n.checked_sub(v.start + tail).filter(|&r| r >= sector).ok_or_else(|| {
+                        Error::unsupported(format!(
+                            "a {n}-byte disk: {} starts at byte {} and the table needs {tail} bytes after it",
+                            v.name(),
+                            v.start
+                        ))
+                    })? / sector * sector,
+                    _ => v.len,
+                };
+                Some((size, room))
+            }
+            _ => None,
+        };
+        let vp = lvm::plan_vg(image, volumes, vi, resize, lvm_opts)?;
+        if let Some((index, len)) = vp.resized {
+            let part_len = len.div_ceil(sector) * sector;
+            if let Some(l) = last {
+                out_len = image.volumes[l].start + part_len + tail;
+            }
+            new_lengths.push((index, part_len));
+        }
+        fills.extend(vp.fills.into_iter().map(|(_, f)| f));
+        outcomes.extend(vp.outcomes);
+    }
     for (i, v) in image.volumes.iter().enumerate() {
+        if v.lv.is_some() || in_vg(i) {
+            continue;
+        }
         let resizable = Some(i) == last && size != DiskSize::Same;
         let mut outcome = VolumeOutcome {
             volume: i,
@@ -144,18 +214,10 @@ pub fn plan(image: &Image, volumes: &[Option<Ext4Volume>], size: DiskSize) -> Re
                         TargetSize::Bytes(room / sector * sector)
                     }
                 };
-                let mut built = build::build(
-                    &ext.tree,
-                    &ext.sb,
-                    &build_options(ext, v.disk.as_ref(), target)?,
-                )?;
+                let mut built = build_ext(ext, v.disk.as_ref(), target)?;
                 if matches!(size, DiskSize::Shrink { .. }) && resizable && built.plan.len > v.len {
                     // Nothing to gain: the files and the margin need the whole volume.
-                    built = build::build(
-                        &ext.tree,
-                        &ext.sb,
-                        &build_options(ext, v.disk.as_ref(), TargetSize::Bytes(v.len))?,
-                    )?;
+                    built = build_ext(ext, v.disk.as_ref(), TargetSize::Bytes(v.len))?;
                     outcome.note =
                         Some("shrinking would not make it smaller; kept its size".into());
                 }
@@ -257,6 +319,7 @@ pub fn plan(image: &Image, volumes: &[Option<Ext4Volume>], size: DiskSize) -> Re
     } else {
         (Vec::new(), Vec::new())
     };
+    outcomes.sort_by_key(|o| o.volume);
     let table_rewritten = !table_writes.is_empty();
     let plan = assemble::assemble(Layout {
         source: image.disk.clone(),

@@ -588,6 +588,7 @@ fn host_volumes(fx: &Fixture) -> Vec<LoadedVolume> {
                     fs_type: Some(fs_type.into()),
                     uuid,
                     label,
+                    ..Default::default()
                 },
                 size: 0,
                 partition_type: None,
