@@ -1,4 +1,5 @@
-//! Repacking a whole disk: every ext2/3/4 volume is read into a tree and rebuilt
+//! Repacking a whole disk: every volume with a filesystem imgsan reads (through
+//! [`crate::fs`]) is read into a tree and rebuilt
 //! fresh with its source's geometry; swap is re-created empty with the same UUID
 //! and label; everything else (the partition table, the post-MBR gap, BIOS boot
 //! and EFI system partitions, unknown partitions) is copied verbatim. With a size
@@ -10,15 +11,13 @@
 
 pub mod lvm;
 
-use std::sync::Arc;
-
 use crate::disk::probe::FsType;
 use crate::error::{Error, Result};
-use crate::fs::ext4::build::{self, BuildOptions, BuildStats, Built, JournalSpec, TargetSize};
-use crate::fs::ext4::read::{self, Ext4Volume, ReadOptions};
+use crate::fs::{self, BuildStats, Geometry, OpenOptions, TargetSize};
 use crate::image::Image;
 use crate::output::assemble::{self, Fill, Layout, VolumeFill};
 use crate::output::plan::Plan;
+use crate::tree::Tree;
 
 /// The output disk's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -58,69 +57,40 @@ pub struct Repacked {
     pub table_rewritten: bool,
 }
 
-/// Read every ext2/3/4 volume of the image into a tree (journal replayed).
-/// Other volumes get `None`.
-pub fn read_volumes(image: &Image, opts: &ReadOptions) -> Result<Vec<Option<Ext4Volume>>> {
+/// A volume to rebuild: its (possibly edited) tree and its source's geometry.
+pub struct Rebuild {
+    pub tree: Tree,
+    pub geometry: Geometry,
+}
+
+/// Read every volume that holds a filesystem imgsan reads into a tree (journal or
+/// log replayed). Other volumes get `None`.
+pub fn read_volumes(image: &Image, opts: &OpenOptions) -> Result<Vec<Option<Rebuild>>> {
     image
         .volumes
         .iter()
         .map(|v| {
-            if v.is_ext() {
-                read::open(v.disk.clone(), opts)
-                    .map(Some)
-                    .map_err(|e| Error::within(v.name(), e))
-            } else {
-                Ok(None)
-            }
+            fs::open(v.disk.clone(), v.probed.fs, opts)
+                .map(|r| {
+                    r.map(|(tree, info)| Rebuild {
+                        tree,
+                        geometry: info.geometry,
+                    })
+                })
+                .map_err(|e| Error::within(v.name(), e))
         })
         .collect()
 }
 
-/// The build options that recreate a source volume's journal, boot block and
-/// orphan file as they were.
-fn build_options(
-    vol: &Ext4Volume,
-    source: &dyn crate::disk::Disk,
-    size: TargetSize,
-) -> Result<BuildOptions> {
-    let journal = vol.journal_sb.as_ref().map(|j| JournalSpec {
-        blocks: j.s_maxlen,
-        fc_blocks: j.s_num_fc_blks,
-        feature_compat: j.s_feature_compat,
-        feature_incompat: j.s_feature_incompat,
-        feature_ro_compat: j.s_feature_ro_compat,
-        max_transaction: j.s_max_transaction,
-        max_trans_data: j.s_max_trans_data,
-    });
-    let mut boot = vec![0u8; 1024];
-    source.read_at(0, &mut boot)?;
-    Ok(BuildOptions {
-        size,
-        journal,
-        boot_block: Some(Arc::from(boot)),
-        orphan_file_blocks: vol.orphan_file_blocks,
-        ..Default::default()
-    })
-}
-
-/// Builds an ext volume at `size` with its source's journal and boot block.
-pub(crate) fn build_ext(
-    ext: &Ext4Volume,
-    source: &dyn crate::disk::Disk,
-    size: TargetSize,
-) -> Result<Built> {
-    build::build(&ext.tree, &ext.sb, &build_options(ext, source, size)?)
-}
-
 /// Plan the output disk from the image and its (possibly edited) volumes.
-pub fn plan(image: &Image, volumes: &[Option<Ext4Volume>], size: DiskSize) -> Result<Repacked> {
+pub fn plan(image: &Image, volumes: &[Option<Rebuild>], size: DiskSize) -> Result<Repacked> {
     plan_with(image, volumes, size, &lvm::LvmOptions::default())
 }
 
 /// [`plan`] with the LVM choices of the run.
 pub fn plan_with(
     image: &Image,
-    volumes: &[Option<Ext4Volume>],
+    volumes: &[Option<Rebuild>],
     size: DiskSize,
     lvm_opts: &lvm::LvmOptions,
 ) -> Result<Repacked> {
@@ -148,24 +118,30 @@ pub fn plan_with(
             .any(|p| p.volume == i && p.vg.is_some())
     };
     for (vi, _) in image.lvm.vgs.iter().enumerate() {
+        let on_last = |l: usize| {
+            image
+                .lvm
+                .pvs
+                .iter()
+                .any(|p| p.volume == l && p.vg.map(|x| x.0) == Some(vi))
+        };
         let resize = match last {
-            Some(l)
-                if size != DiskSize::Same
-                    && image
-                        .lvm
-                        .pvs
-                        .iter()
-                        .any(|p| p.volume == l && p.vg.map(|x| x.0) == Some(vi)) =>
-            {
+            Some(l) if size != DiskSize::Same && on_last(l) => {
                 let v = &image.volumes[l];
                 let room = match size {
-                    DiskSize::Bytes(n) => n.checked_sub(v.start + tail).filter(|&r| r >= sector).ok_or_else(|| {
-                        Error::unsupported(format!(
-                            "a {n}-byte disk: {} starts at byte {} and the table needs {tail} bytes after it",
-                            v.name(),
-                            v.start
-                        ))
-                    })? / sector * sector,
+                    DiskSize::Bytes(n) => {
+                        n.checked_sub(v.start + tail)
+                            .filter(|&r| r >= sector)
+                            .ok_or_else(|| {
+                                Error::unsupported(format!(
+                                    "a {n}-byte disk: {} starts at byte {} and the table needs {tail} bytes after it",
+                                    v.name(),
+                                    v.start
+                                ))
+                            })?
+                            / sector
+                            * sector
+                    }
                     _ => v.len,
                 };
                 Some((size, room))
@@ -214,10 +190,10 @@ pub fn plan_with(
                         TargetSize::Bytes(room / sector * sector)
                     }
                 };
-                let mut built = build_ext(ext, v.disk.as_ref(), target)?;
+                let mut built = fs::build(&ext.tree, &ext.geometry, target)?;
                 if matches!(size, DiskSize::Shrink { .. }) && resizable && built.plan.len > v.len {
                     // Nothing to gain: the files and the margin need the whole volume.
-                    built = build_ext(ext, v.disk.as_ref(), TargetSize::Bytes(v.len))?;
+                    built = fs::build(&ext.tree, &ext.geometry, TargetSize::Bytes(v.len))?;
                     outcome.note =
                         Some("shrinking would not make it smaller; kept its size".into());
                 }

@@ -1,23 +1,22 @@
 //! Repacking the LVM side of a disk: each VG's LVs are filled like partitions
-//! (ext4 rebuilt, swap re-created, anything else copied), placed into their
+//! (filesystems rebuilt, swap re-created, anything else copied), placed into their
 //! extents, and every PV of the VG gets a fresh label and metadata (new seqno,
 //! both copies, CRCs). When the disk changes size and its last partition is a
 //! PV, the LVs shrink (or the largest rebuilt one grows) to what they hold, are
 //! packed from the PV's first extent in their source order, and the PV shrinks
 //! with them.
 //!
-//! Placement only: building is `fs::ext4::build`, writing is `output`.
+//! Placement only: building is `fs::build`, writing is `output`.
 
 use std::sync::Arc;
 
-use super::{build_ext, DiskSize, VolumeOutcome};
+use super::{DiskSize, Rebuild, VolumeOutcome};
 use crate::disk::lvm::vg::{Segment, SECTOR, STRIPED};
 use crate::disk::lvm::{self, write, Lvm, VgFound};
 use crate::disk::probe::FsType;
 use crate::disk::Disk;
 use crate::error::{Error, Location, Result};
-use crate::fs::ext4::build::TargetSize;
-use crate::fs::ext4::read::Ext4Volume;
+use crate::fs::{self, TargetSize};
 use crate::image::Image;
 use crate::output::assemble::{Fill, VolumeFill};
 use crate::output::plan::{Piece, Plan, Write};
@@ -48,7 +47,7 @@ struct Content {
 
 fn content(
     image: &Image,
-    volumes: &[Option<Ext4Volume>],
+    volumes: &[Option<Rebuild>],
     vol: usize,
     target: TargetSize,
 ) -> Result<Content> {
@@ -64,8 +63,8 @@ fn content(
     };
     let plan = match (volumes.get(vol).and_then(|x| x.as_ref()), v.probed.fs) {
         (Some(ext), _) => {
-            let built =
-                build_ext(ext, v.disk.as_ref(), target).map_err(|e| Error::within(v.name(), e))?;
+            let built = fs::build(&ext.tree, &ext.geometry, target)
+                .map_err(|e| Error::within(v.name(), e))?;
             outcome.action = "rebuilt".into();
             outcome.build = Some(built.stats.clone());
             let mut p = built.plan;
@@ -168,7 +167,7 @@ fn dashed(id: &[u8; 32]) -> String {
 /// partition may take at most (for `--size`).
 pub fn plan_vg(
     image: &Image,
-    volumes: &[Option<Ext4Volume>],
+    volumes: &[Option<Rebuild>],
     vi: usize,
     resize: Option<(DiskSize, u64)>,
     opts: &LvmOptions,
