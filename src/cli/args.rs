@@ -80,6 +80,10 @@ pub struct SizeArgs {
     /// Make the disk exactly SIZE bytes (suffixes K, M, G, T: powers of 1024).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     size: Option<u64>,
+    /// Give LVM volume groups, PVs and LVs new random UUIDs (filesystem UUIDs
+    /// are kept).
+    #[arg(long)]
+    new_lvm_uuids: bool,
 }
 
 impl SizeArgs {
@@ -91,6 +95,12 @@ impl SizeArgs {
             },
             (false, Some(n)) => DiskSize::Bytes(n),
             (false, None) => DiskSize::Same,
+        }
+    }
+
+    pub fn lvm_options(&self) -> imgsan::repack::lvm::LvmOptions {
+        imgsan::repack::lvm::LvmOptions {
+            new_uuids: self.new_lvm_uuids,
         }
     }
 }

@@ -133,9 +133,10 @@ fn print_disk_summary(out: &mut impl Write, s: &imgsan::image::DiskSummary) -> s
         "#", "start", "size", "type", "filesystem", "uuid"
     )?;
     for v in &s.volumes {
-        let (num, ptype) = match &v.partition {
-            Some(p) => (p.index.to_string(), p.part_type.name.to_string()),
-            None => ("-".to_string(), "(whole disk)".to_string()),
+        let (num, ptype) = match (&v.partition, &v.lv) {
+            (Some(p), _) => (p.index.to_string(), p.part_type.name.to_string()),
+            (None, Some(lv)) => ("-".to_string(), format!("LV {lv}")),
+            (None, None) => ("-".to_string(), "(whole disk)".to_string()),
         };
         writeln!(
             out,
@@ -151,6 +152,9 @@ fn print_disk_summary(out: &mut impl Write, s: &imgsan::image::DiskSummary) -> s
         for w in &v.filesystem.warnings {
             writeln!(out, "     warning: {w}")?;
         }
+    }
+    if let Some(lvm) = &s.lvm {
+        lvm.render(out)?;
     }
     Ok(())
 }

@@ -57,8 +57,9 @@ pub fn run(args: &Args, cli: &Cli) -> anyhow::Result<u8> {
     }
     let volumes = imgsan::repack::read_volumes(&image, &Default::default())
         .with_context(|| input.display().to_string())?;
-    let repacked = imgsan::repack::plan(&image, &volumes, size.disk_size())
-        .with_context(|| input.display().to_string())?;
+    let repacked =
+        imgsan::repack::plan_with(&image, &volumes, size.disk_size(), &size.lvm_options())
+            .with_context(|| input.display().to_string())?;
     let target = if output.as_os_str() == "-" {
         Target::Stdout
     } else {

@@ -138,6 +138,7 @@ pub fn run(args: &Args, cli: &Cli) -> anyhow::Result<u8> {
         },
         force: *force,
         size: size.disk_size(),
+        lvm: size.lvm_options(),
         dry_run: *dry_run,
         manifest: manifest.is_some(),
     };
