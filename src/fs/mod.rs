@@ -4,3 +4,4 @@
 
 pub mod codec;
 pub mod ext4;
+pub mod xfs;
