@@ -80,7 +80,7 @@ fn be32(b: &[u8], o: usize) -> u32 {
 pub fn examine(disk: &dyn Disk, start: u64, len: u64) -> Result<LogState> {
     let what = "XFS log";
     let nbb = len / BBSIZE;
-    if nbb < 2 || len % BBSIZE != 0 {
+    if nbb < 2 || !len.is_multiple_of(BBSIZE) {
         return Err(Error::corrupt(
             what,
             Location::Byte(start),

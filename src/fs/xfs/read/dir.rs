@@ -193,7 +193,7 @@ fn data_block(
         let tag = u16::from_be_bytes([buf[p], buf[p + 1]]);
         if tag == DIR2_DATA_FREE_TAG {
             let len = usize::from(u16::from_be_bytes([buf[p + 2], buf[p + 3]]));
-            if len < 8 || len % 8 != 0 || p + len > end {
+            if len < 8 || !len.is_multiple_of(8) || p + len > end {
                 return Err(bad(format!("free region of {len} bytes")));
             }
             p += len;

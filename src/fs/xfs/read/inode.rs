@@ -288,48 +288,51 @@ fn symlink(ctx: &Ctx, i: &Inode) -> Result<Box<[u8]>> {
             Ok(Box::from(t))
         }
         fork_format::EXTENTS | fork_format::BTREE => {
+            // One buffer per extent (fs/xfs/xfs_symlink_remote.c), with one
+            // header at its start on V5.
             let exts = extents(ctx, i, Fork::Data)?;
             let mut out = Vec::with_capacity(size);
-            let mut block = vec![0u8; ctx.bs as usize];
             let mut logical = 0u64;
+            let max_blocks = ((SYMLINK_MAXLEN + SYMLINK_HDR_LEN) as u64).div_ceil(ctx.bs);
             for e in exts {
                 if e.startoff != logical || e.unwritten {
                     return Err(corrupt(i.ino, "remote symlink with a hole"));
                 }
-                for k in 0..u64::from(e.blockcount) {
-                    if out.len() >= size {
-                        break;
-                    }
-                    let fsb = e.startblock + k;
-                    let at = ctx.fsb_byte(fsb, 1, "XFS symlink block")?;
-                    ctx.read(at, &mut block)?;
-                    let loc = Location::Block(fsb);
-                    let data = if ctx.v5 {
-                        let magic = u32::from_be_bytes(block[0..4].try_into().expect("4"));
-                        let off = u32::from_be_bytes(block[4..8].try_into().expect("4")) as usize;
-                        let bytes =
-                            u32::from_be_bytes(block[8..12].try_into().expect("4")) as usize;
-                        let owner = u64::from_be_bytes(block[32..40].try_into().expect("8"));
-                        if magic != da_magic::SYMLINK
-                            || off != out.len()
-                            || bytes > block.len() - SYMLINK_HDR_LEN
-                            || owner != i.ino
-                        {
-                            return Err(Error::corrupt(
-                                "XFS symlink block",
-                                loc,
-                                format!("inode {}: bad header", i.ino),
-                            ));
-                        }
-                        ctx.check_crc(&block, SYMLINK_CRC_OFF, "XFS symlink block", loc)?;
-                        &block[SYMLINK_HDR_LEN..SYMLINK_HDR_LEN + bytes]
-                    } else {
-                        &block[..]
-                    };
-                    let take = data.len().min(size - out.len());
-                    out.extend_from_slice(&data[..take]);
-                }
                 logical += u64::from(e.blockcount);
+                if logical > max_blocks {
+                    return Err(corrupt(
+                        i.ino,
+                        "remote symlink maps more blocks than a target needs",
+                    ));
+                }
+                let at =
+                    ctx.fsb_byte(e.startblock, u64::from(e.blockcount), "XFS symlink block")?;
+                let mut block = vec![0u8; (u64::from(e.blockcount) * ctx.bs) as usize];
+                ctx.read(at, &mut block)?;
+                let loc = Location::Block(e.startblock);
+                let data = if ctx.v5 {
+                    let magic = u32::from_be_bytes(block[0..4].try_into().expect("4"));
+                    let off = u32::from_be_bytes(block[4..8].try_into().expect("4")) as usize;
+                    let bytes = u32::from_be_bytes(block[8..12].try_into().expect("4")) as usize;
+                    let owner = u64::from_be_bytes(block[32..40].try_into().expect("8"));
+                    if magic != da_magic::SYMLINK
+                        || off != out.len()
+                        || bytes > block.len() - SYMLINK_HDR_LEN
+                        || owner != i.ino
+                    {
+                        return Err(Error::corrupt(
+                            "XFS symlink block",
+                            loc,
+                            format!("inode {}: bad header", i.ino),
+                        ));
+                    }
+                    ctx.check_crc(&block, SYMLINK_CRC_OFF, "XFS symlink block", loc)?;
+                    &block[SYMLINK_HDR_LEN..SYMLINK_HDR_LEN + bytes]
+                } else {
+                    &block[..]
+                };
+                let take = data.len().min(size - out.len());
+                out.extend_from_slice(&data[..take]);
             }
             if out.len() != size {
                 return Err(corrupt(i.ino, "remote symlink shorter than its size"));
