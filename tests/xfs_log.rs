@@ -4,8 +4,9 @@
 //! (replay is not implemented yet: reading them as they lie would give a stale
 //! tree), or read with a warning when the caller asks for the stale view. The
 //! kernel's own replay of a copy (a read-write mount) must then read as clean,
-//! with the files the log brought back; and a log that wrapped many times and
-//! was cleanly unmounted must read as clean (head found past the wrap).
+//! with the files the log brought back, equal to what the mount shows. (Head
+//! finding across a wrap is unit-tested in `src/fs/xfs/log`: mkfs.xfs's
+//! smallest log is 64 MiB, too big to wrap in a quick test.)
 //!
 //! Run: `cargo test --test xfs_log` (root; about half a minute).
 
@@ -51,14 +52,10 @@ fn write_synced(p: &Path, data: &[u8]) {
 /// One dirty-log scenario: `work` runs on the mounted filesystem, then the
 /// filesystem is shut down (the log keeps what `work` did) and unmounted.
 /// Checks the refusal, the stale read, and the kernel's replay of a copy.
-fn dirty(name: &str, log_size: Option<&str>, work: impl FnOnce(&Path), replayed: &[&[u8]]) {
+fn dirty(name: &str, work: impl FnOnce(&Path), replayed: &[&[u8]]) {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join(format!("{name}.img"));
-    let extra: Vec<String> = log_size
-        .map(|s| vec!["-l".into(), format!("size={s}")])
-        .unwrap_or_default();
-    let extra: Vec<&str> = extra.iter().map(|s| s.as_str()).collect();
-    xfsimg::mkfs(&img, &xfsimg::variant("rocky9"), "400M", &extra);
+    xfsimg::mkfs(&img, &xfsimg::variant("rocky9"), "400M", &[]);
     let m = xfsimg::Mount::new(&img, dir.path(), "");
     std::fs::create_dir(m.dir.join("base")).unwrap();
     write_synced(&m.dir.join("base/before"), b"before the freeze");
@@ -97,7 +94,7 @@ fn dirty(name: &str, log_size: Option<&str>, work: impl FnOnce(&Path), replayed:
         .status()
         .unwrap()
         .success());
-    let m = xfsimg::Mount::new(&copy, dir.path(), "");
+    let m = xfsimg::Mount::new(&copy, dir.path(), "noatime");
     let model = xfsimg::snapshot(&m.dir);
     m.unmount();
     let vol = open(&copy, false).unwrap_or_else(|e| panic!("{name}: the kernel's replay: {e}"));
@@ -128,7 +125,6 @@ fn dirty(name: &str, log_size: Option<&str>, work: impl FnOnce(&Path), replayed:
 fn fsync_after_freeze_then_shutdown() {
     dirty(
         "fsync",
-        None,
         |m| {
             for k in 0..20 {
                 write_synced(&m.join(format!("f{k}")), &vec![k as u8; 5000 * (k + 1)]);
@@ -142,7 +138,6 @@ fn fsync_after_freeze_then_shutdown() {
 fn deletes_renames_and_xattrs_then_shutdown() {
     dirty(
         "renames",
-        None,
         |m| {
             for k in 0..50 {
                 write_synced(&m.join(format!("g{k}")), b"x");
@@ -170,7 +165,6 @@ fn deletes_renames_and_xattrs_then_shutdown() {
 fn large_transactions_then_shutdown() {
     dirty(
         "large",
-        None,
         |m| {
             let d = m.join("many");
             std::fs::create_dir(&d).unwrap();
@@ -181,42 +175,4 @@ fn large_transactions_then_shutdown() {
         },
         &[b"many/entry-02999"],
     );
-}
-
-#[test]
-fn wrapped_log_then_shutdown() {
-    dirty(
-        "wrapped",
-        Some("10m"),
-        |m| {
-            for k in 0..3000 {
-                write_synced(&m.join(format!("w{k}")), b"wrap");
-            }
-        },
-        &[b"w2999"],
-    );
-}
-
-/// A log that wrapped and was unmounted cleanly: its head is past block 0 in a
-/// later cycle, and the newest record is the unmount record.
-#[test]
-fn wrapped_clean_log_reads_as_clean() {
-    let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("clean.img");
-    xfsimg::mkfs(
-        &img,
-        &xfsimg::variant("rocky9"),
-        "400M",
-        &["-l", "size=10m"],
-    );
-    let m = xfsimg::Mount::new(&img, dir.path(), "");
-    for k in 0..3000 {
-        write_synced(&m.dir.join(format!("c{k}")), b"clean");
-    }
-    m.unmount();
-    let vol = open(&img, false).unwrap();
-    let st = &vol.info.log.state;
-    assert!(st.clean, "{st:?}");
-    assert!(st.head_cycle > 1, "the log did not wrap: {st:?}");
-    assert!(vol.tree.resolve(b"/c2999", false).is_ok());
 }

@@ -179,3 +179,93 @@ pub fn examine(disk: &dyn Disk, start: u64, len: u64) -> Result<LogState> {
         empty: false,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::MemDisk;
+
+    /// A log of `nbb` blocks: records of `rec` blocks (header + data) written
+    /// from block 0 in cycle `cycle` up to `head`, the rest left from cycle
+    /// `cycle - 1` (or zero when `cycle` is 1). The record ending at the head
+    /// is an unmount record when `unmount`.
+    fn log(nbb: usize, head: usize, rec: usize, cycle: u32, unmount: bool) -> Vec<u8> {
+        let mut b = vec![0u8; nbb * 512];
+        let old = cycle.saturating_sub(1);
+        let stamp = |from: usize, to: usize, c: u32, b: &mut Vec<u8>| {
+            let mut k = from;
+            while k < to {
+                let h = k * 512;
+                b[h..h + 4].copy_from_slice(&XLOG_HEADER_MAGIC.to_be_bytes());
+                b[h + 4..h + 8].copy_from_slice(&c.to_be_bytes());
+                b[h + 12..h + 16].copy_from_slice(&(((rec - 1) * 512) as u32).to_be_bytes());
+                b[h + 40..h + 44].copy_from_slice(&1u32.to_be_bytes());
+                for d in k + 1..(k + rec).min(nbb) {
+                    b[d * 512..d * 512 + 4].copy_from_slice(&c.to_be_bytes());
+                }
+                k += rec;
+            }
+        };
+        if old > 0 {
+            stamp(0, nbb, old, &mut b);
+        }
+        stamp(0, head, cycle, &mut b);
+        // The last record before the head: its first op's flags.
+        let last = head - rec;
+        b[(last + 1) * 512 + 9] = if unmount {
+            op_flag::UNMOUNT_TRANS
+        } else {
+            op_flag::COMMIT_TRANS
+        };
+        b
+    }
+
+    fn examine_bytes(b: Vec<u8>) -> LogState {
+        let len = b.len() as u64;
+        examine(&MemDisk::new(b), 0, len).unwrap()
+    }
+
+    #[test]
+    fn head_is_found_in_the_first_pass_and_after_a_wrap() {
+        let st = examine_bytes(log(400, 120, 4, 1, true));
+        assert!(st.clean);
+        assert_eq!(
+            (st.head_block, st.head_cycle, st.last_record),
+            (120, 1, 116)
+        );
+        let st = examine_bytes(log(400, 200, 4, 7, true));
+        assert!(st.clean);
+        assert_eq!(
+            (st.head_block, st.head_cycle, st.last_record),
+            (200, 7, 196)
+        );
+        let st = examine_bytes(log(400, 200, 4, 7, false));
+        assert!(!st.clean);
+    }
+
+    #[test]
+    fn a_pass_ending_at_the_log_end_puts_the_head_at_zero() {
+        let st = examine_bytes(log(400, 400, 4, 3, true));
+        assert!(st.clean);
+        assert_eq!((st.head_block, st.last_record), (0, 396));
+    }
+
+    #[test]
+    fn a_torn_record_makes_the_log_dirty() {
+        // The newest record lost its last block: it no longer ends at the head.
+        let mut b = log(400, 200, 4, 7, true);
+        b[199 * 512..199 * 512 + 4].copy_from_slice(&6u32.to_be_bytes());
+        let st = examine_bytes(b);
+        assert_eq!(st.head_block, 199);
+        assert!(!st.clean);
+    }
+
+    #[test]
+    fn zeroed_and_garbage_logs() {
+        assert!(examine_bytes(vec![0u8; 512 * 64]).empty);
+        let mut b = vec![0u8; 512 * 64];
+        b[0..4].copy_from_slice(&9u32.to_be_bytes());
+        b[512..516].copy_from_slice(&3u32.to_be_bytes());
+        assert!(examine(&MemDisk::new(b), 0, 512 * 64).is_err());
+    }
+}
