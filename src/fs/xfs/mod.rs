@@ -5,3 +5,4 @@
 pub mod log;
 pub mod ondisk;
 pub mod read;
+pub mod volume;
