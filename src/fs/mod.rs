@@ -19,6 +19,7 @@
 
 pub mod codec;
 pub mod ext4;
+pub mod xfs;
 
 use std::sync::Arc;
 
@@ -108,12 +109,14 @@ pub struct Geometry(GeometryOf);
 #[derive(Debug, Clone)]
 enum GeometryOf {
     Ext4(Box<ext4::volume::Ext4Geometry>),
+    Xfs(Box<xfs::volume::XfsGeometry>),
 }
 
 impl Geometry {
     pub fn kind(&self) -> FsKind {
         match &self.0 {
             GeometryOf::Ext4(_) => FsKind::Ext4,
+            GeometryOf::Xfs(_) => FsKind::Xfs,
         }
     }
 
@@ -122,6 +125,9 @@ impl Geometry {
     pub fn rebuild_refusal(&self) -> Option<String> {
         match &self.0 {
             GeometryOf::Ext4(_) => None,
+            GeometryOf::Xfs(g) => g.refusal.clone().or_else(|| {
+                Some("rebuilding XFS is not implemented yet (src/fs/xfs/build)".to_string())
+            }),
         }
     }
 }
@@ -151,7 +157,19 @@ pub fn open(disk: Arc<dyn Disk>, fs: FsType, opts: &OpenOptions) -> Result<Optio
                 },
             )))
         }
-        Some(FsKind::Xfs) | None => Ok(None),
+        Some(FsKind::Xfs) => {
+            let (tree, facts, replay, geometry) = xfs::volume::open(disk, opts)?;
+            Ok(Some((
+                tree,
+                Info {
+                    kind: FsKind::Xfs,
+                    facts,
+                    replay,
+                    geometry: Geometry(GeometryOf::Xfs(Box::new(geometry))),
+                },
+            )))
+        }
+        None => Ok(None),
     }
 }
 
@@ -205,5 +223,8 @@ pub fn build(tree: &Tree, geometry: &Geometry, size: TargetSize) -> Result<Built
     }
     match &geometry.0 {
         GeometryOf::Ext4(g) => ext4::volume::build(tree, g, size),
+        GeometryOf::Xfs(_) => Err(crate::error::Error::unsupported(
+            "rebuilding XFS is not implemented yet (src/fs/xfs/build)",
+        )),
     }
 }
