@@ -4,6 +4,8 @@
 //! 0 clean; 1 policy violations found; 2 usage or rules-file error; 3 image unreadable
 //! or unsupported; 4 output could not be written.
 
+mod batch;
+
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -283,12 +285,13 @@ enum Command {
     /// Validate rules files, or print the built-in ones.
     #[command(subcommand)]
     Rules(RulesCommand),
+    Batch(batch::Args),
 }
 
 #[derive(Subcommand)]
 enum RulesCommand {
-    /// Validate a rules file (policy, eol, denylist, featured-names, sanitize)
-    /// or a request file. Every problem is printed as file:line:column: what was
+    /// Validate a rules file (policy, eol, denylist, featured-names, sanitize),
+    /// a request file or a batch manifest. Every problem is printed as file:line:column: what was
     /// expected. Exit code 0 when valid, 2 otherwise.
     #[command(
         after_help = "Examples:\n  imgsan rules check rules/policy.yaml\n  imgsan rules check request.yaml\n\nThe kind comes from the file's `kind:` key, or else its name (policy.yaml, eol.yaml, denylist.yaml, sanitize.yaml, featured-names.yaml, request*.yaml)."
@@ -304,8 +307,8 @@ enum RulesCommand {
         after_help = "Examples:\n  imgsan rules show                 # every built-in rules file\n  imgsan rules show policy > policy.yaml\n  imgsan rules show request         # an example request file\n  imgsan rules show denylist --rules ./our-cloud-rules"
     )]
     Show {
-        /// policy, eol, denylist, featured-names, sanitize or request.
-        #[arg(value_name = "KIND", value_parser = ["policy", "eol", "denylist", "featured-names", "sanitize", "request"])]
+        /// policy, eol, denylist, featured-names, sanitize, request or batch.
+        #[arg(value_name = "KIND", value_parser = ["policy", "eol", "denylist", "featured-names", "sanitize", "request", "batch"])]
         kind: Option<String>,
         /// Show the effective rules with this rules directory.
         #[arg(long, value_name = "DIR")]
@@ -521,6 +524,7 @@ fn open_disk(
 
 fn run(cli: &Cli) -> anyhow::Result<u8> {
     match &cli.command {
+        Command::Batch(args) => batch::run(args, cli),
         Command::Convert {
             input,
             output,
@@ -879,6 +883,7 @@ fn effective_rules(rs: &RuleSet, kind: Option<imgsan::rules::Kind>) -> String {
         Kind::Sanitize => to_yaml(&rs.sanitize),
         Kind::FeaturedNames => to_yaml(&rs.featured),
         Kind::Request => imgsan::rules::show(Some(Kind::Request)),
+        Kind::Batch => imgsan::rules::show(Some(Kind::Batch)),
     };
     match kind {
         Some(k) => one(k),
