@@ -15,16 +15,16 @@ use std::path::Path;
 use crate::check::{self, CheckError, Inputs, LoadedVolume};
 use crate::disk::probe::FsType;
 use crate::error::{Error, Result};
-use crate::fs::ext4::read::Ext4Volume;
 use crate::guest::assemble::{assemble, NsFiles, FACT_FILE_LIMIT};
 use crate::image::Image;
 use crate::inspect::os::identify_guest;
 use crate::output::convert::Target;
 use crate::output::hash;
-use crate::output::write::{write_plan_hashed, Hashing, WriteStats};
+use crate::output::temp::OutputGroup;
+use crate::output::write::{write_plan_into, Hashing, WriteStats};
 use crate::policy::{Mode, Report};
 use crate::progress::{Progress, Unit};
-use crate::repack::{self, DiskSize, VolumeOutcome};
+use crate::repack::{self, DiskSize, Rebuild, VolumeOutcome};
 use crate::sanitize::{self, Context, Layout, SanitizeReport};
 use crate::tree::{Kind, Tree};
 
@@ -37,6 +37,8 @@ pub struct SanitizeOptions {
     pub force: bool,
     /// The output disk's size.
     pub size: DiskSize,
+    /// LVM choices (`--new-lvm-uuids`).
+    pub lvm: repack::lvm::LvmOptions,
     /// Plan and report only; write nothing.
     pub dry_run: bool,
     /// Hash every kept file for a manifest.
@@ -126,6 +128,23 @@ pub fn sanitize(
     opts: &SanitizeOptions,
     target: &Target,
     progress: &dyn Progress,
+) -> std::result::Result<Outcome, SanitizeError> {
+    let group = OutputGroup::new();
+    let outcome = sanitize_into(image, inputs, opts, target, progress, &group)?;
+    group.commit()?;
+    Ok(outcome)
+}
+
+/// [`sanitize`], with the output image left in `group`: it becomes final when
+/// the caller commits the group, after adding the run's other outputs (the
+/// report, the manifest) to it. Dropping the group removes it.
+pub fn sanitize_into(
+    image: &Image,
+    inputs: &Inputs,
+    opts: &SanitizeOptions,
+    target: &Target,
+    progress: &dyn Progress,
+    group: &OutputGroup,
 ) -> std::result::Result<Outcome, SanitizeError> {
     let unknown = opts.rules.unknown_rules(&inputs.rules.sanitize);
     if !unknown.is_empty() {
@@ -224,20 +243,20 @@ pub fn sanitize(
     }
 
     // Rebuild.
-    let ext4: Vec<Option<Ext4Volume>> = volumes
+    let ext4: Vec<Option<Rebuild>> = volumes
         .iter_mut()
         .zip(trees)
         .map(|(v, t)| {
-            v.ext4.take().map(|mut e| {
-                if let Some(t) = t {
-                    e.tree = t;
-                }
-                e
+            let info = v.fs.take()?;
+            Some(Rebuild {
+                // A tree the rules removed rebuilds as an empty filesystem.
+                tree: t.unwrap_or_else(|| Tree::new(crate::tree::Flavor::Synthetic, None)),
+                geometry: info.geometry,
             })
         })
         .collect();
     progress.start("plan", 0, Unit::Items);
-    let repacked = repack::plan(image, &ext4, opts.size)?;
+    let repacked = repack::plan_with(image, &ext4, opts.size, &opts.lvm)?;
     progress.finish();
 
     let (files_kept, bytes_kept) = kept(&ext4);
@@ -261,7 +280,7 @@ pub fn sanitize(
             output: true,
             files: opts.manifest,
         };
-        let stats = write_plan_hashed(&repacked.plan, target, progress, hashing)?;
+        let stats = write_plan_into(&repacked.plan, target, progress, hashing, Some(group))?;
         summary.path = Some(match target {
             Target::File(p) => p.display().to_string(),
             Target::Stdout => "-".into(),
@@ -312,7 +331,7 @@ pub fn hash_file(path: &Path) -> Result<blake3::Hash> {
 /// through uncleaned.
 fn refuse_unrebuildable(image: &Image, volumes: &[LoadedVolume]) -> Result<()> {
     for (v, lv) in image.volumes.iter().zip(volumes) {
-        let rebuildable = lv.ext4.is_some();
+        let rebuildable = lv.fs.is_some();
         let linux_fs = matches!(
             v.probed.fs,
             FsType::Ext2 | FsType::Ext3 | FsType::Ext4 | FsType::Xfs
@@ -329,7 +348,7 @@ fn refuse_unrebuildable(image: &Image, volumes: &[LoadedVolume]) -> Result<()> {
 }
 
 /// Regular files in the rebuilt trees, counted once per inode, and their bytes.
-fn kept(ext4: &[Option<Ext4Volume>]) -> (u64, u64) {
+fn kept(ext4: &[Option<Rebuild>]) -> (u64, u64) {
     let (mut n, mut bytes) = (0, 0);
     for e in ext4.iter().flatten() {
         let mut seen = std::collections::HashSet::new();
@@ -348,7 +367,7 @@ fn kept(ext4: &[Option<Ext4Volume>]) -> (u64, u64) {
 /// the hash the writer computed (or, for files the plan does not copy, one
 /// computed here from the tree: inline data, empty or all-hole files).
 fn manifest_entries(
-    ext4: &[Option<Ext4Volume>],
+    ext4: &[Option<Rebuild>],
     layout: &Layout,
     image: &Image,
     stats: &WriteStats,
@@ -457,4 +476,10 @@ pub fn render_manifest(
 /// Writes the manifest to `path` through a temporary name.
 pub fn write_manifest(entries: &[ManifestEntry], path: &Path) -> Result<()> {
     crate::output::sink::write_file_atomically(path, |w| render_manifest(entries, w))
+}
+
+/// Writes the manifest under a temporary name; it becomes `path` when `group`
+/// commits.
+pub fn stage_manifest(entries: &[ManifestEntry], path: &Path, group: &OutputGroup) -> Result<()> {
+    group.write_file(path, |w| render_manifest(entries, w))
 }

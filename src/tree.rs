@@ -13,6 +13,12 @@
 //! Memory stays proportional to metadata: names live in one arena, xattr names and
 //! values are interned (SELinux labels repeat thousands of times), and file data is
 //! never loaded.
+//!
+//! Shared extents (XFS reflink, ext4 has none): a block range that several files
+//! share appears once in each sharing file's runs, as an ordinary `Src::Volume`
+//! run. The tree does not mark sharing; a builder that wants to keep it finds
+//! runs of different nodes naming the same volume range, and one that does not
+//! simply writes each file's bytes (the content is the same either way).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -144,6 +150,9 @@ pub struct Node {
     pub flags: u32,
     pub generation: u32,
     pub projid: u32,
+    /// Further per-inode fields that only some formats have, raw, for same-type
+    /// rebuilds (meaning given by [`Tree::flavor`], like `flags`).
+    pub fs_raw: FsRaw,
     /// Sorted by (name bytes, value bytes) after [`Tree::finish`].
     pub xattrs: Vec<Xattr>,
     /// The inode number in the source, for messages and reports. Not part of the
@@ -167,6 +176,7 @@ impl Node {
             flags: 0,
             generation: 0,
             projid: 0,
+            fs_raw: FsRaw::default(),
             xattrs: Vec::new(),
             source_ino: 0,
         }
@@ -180,6 +190,24 @@ impl Node {
     pub fn is_dir(&self) -> bool {
         matches!(self.kind, Kind::Dir(_))
     }
+}
+
+/// Inode fields beyond [`Node::flags`] that a same-type builder reproduces and
+/// that have no format-free meaning. Zero for formats (and nodes) without them.
+///
+/// For XFS (`Flavor::Xfs`): `flags2` is `di_flags2` (DAX, REFLINK, COWEXTSIZE,
+/// BIGTIME, NREXT64; the last three describe the on-disk encoding and a builder
+/// decides them itself), `extsize` and `cowextsize` are `di_extsize` and
+/// `di_cowextsize` in filesystem blocks, and `forkoff` is `di_forkoff` (the
+/// attribute fork's offset in 8-byte units, 0 without an attribute fork): a hint
+/// only, since the builder's own attribute layout decides where the fork starts.
+/// The XFS `di_flags` are in [`Node::flags`], the project id in [`Node::projid`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FsRaw {
+    pub flags2: u64,
+    pub extsize: u32,
+    pub cowextsize: u32,
+    pub forkoff: u8,
 }
 
 /// Which filesystem a tree was read from; gives meaning to [`Node::flags`].

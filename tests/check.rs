@@ -544,7 +544,7 @@ fn host_volumes(fx: &Fixture) -> Vec<LoadedVolume> {
             tree: Some(hosttree::from_dir(&g.root)),
             state: Some(state(fx.live)),
             error: None,
-            ext4: None,
+            fs: None,
         }];
     }
     let mbr = g.options.table == PartitionTable::Mbr;
@@ -588,6 +588,7 @@ fn host_volumes(fx: &Fixture) -> Vec<LoadedVolume> {
                     fs_type: Some(fs_type.into()),
                     uuid,
                     label,
+                    ..Default::default()
                 },
                 size: 0,
                 partition_type: None,
@@ -596,7 +597,7 @@ fn host_volumes(fx: &Fixture) -> Vec<LoadedVolume> {
                 state: tree.as_ref().map(|_| state(false)),
                 tree,
                 error: None,
-                ext4: None,
+                fs: None,
             }
         })
         .collect()
@@ -912,6 +913,32 @@ fn every_check_triggers_and_passes() {
             ask: with(|a| a.description = Some("my image".into())),
             triggers: &["description.too-short"],
             passes: &["description.same-as-name", "description.missing"],
+            also: no_more,
+        },
+        Case {
+            label: "a description past the 255-character property limit",
+            fixture: "u20-clean",
+            ask: with(|a| {
+                a.description = Some(format!(
+                    "Ubuntu 20.04 for the lab: {}",
+                    "samtools ".repeat(32)
+                ))
+            }),
+            triggers: &["description.too-long"],
+            passes: &["description.near-limit", "description.too-short"],
+            also: no_more,
+        },
+        Case {
+            label: "a description close to the limit is a warning",
+            fixture: "u20-clean",
+            ask: with(|a| {
+                a.description = Some(format!(
+                    "Ubuntu 20.04 for the lab: {}",
+                    "samtools ".repeat(24)
+                ))
+            }),
+            triggers: &["description.near-limit"],
+            passes: &["description.too-long"],
             also: no_more,
         },
         Case {

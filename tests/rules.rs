@@ -95,8 +95,8 @@ fn the_example_request_parses_with_its_fields() {
     let req = rs
         .load_request(&rules_dir().join("request.example.yaml"))
         .unwrap();
-    assert_eq!(req.name.as_deref(), Some("Genomics-Workbench-v2"));
-    assert!(req.description.as_deref().unwrap().len() > 40);
+    assert_eq!(req.name(), Some("Genomics-Workbench-v2"));
+    assert!(req.description().unwrap().len() > 40);
     assert_eq!(req.installed_software.len(), 3);
     assert_eq!(
         req.excepts("hosts").map(|e| e.rule.value.as_str()),
@@ -420,7 +420,7 @@ fn syntax_and_type_errors_give_file_line_column() {
         "    warn_days: 180\n    warn_days: 90\n",
         "warn_days: 90",
         0,
-        "duplicate mapping key",
+        "key `warn_days` appears twice in this mapping",
     );
 }
 
@@ -716,5 +716,129 @@ fn mutated_rules_files_never_panic() {
             }
         }
         assert!(rejected > 0, "{name}: no mutation was rejected");
+    }
+}
+
+/// Checks `text` as a request file named `name` and returns the error text,
+/// which must be one line per problem, each starting with file:line:column
+/// (or file: for the whole file).
+fn request_error(name: &str, text: &str) -> (PathBuf, String, tempfile::TempDir) {
+    let (p, r, d) = check(name, text);
+    let e = r.expect_err("the request should be refused").to_string();
+    for line in e.lines() {
+        assert!(line.starts_with(&p.display().to_string()), "{line}");
+        // The YAML reader's own vocabulary stays out of what users read.
+        for internal in [
+            "budget",
+            "Budget",
+            "DuplicateKeyPolicy",
+            "Options",
+            "Nodes {",
+        ] {
+            assert!(!line.contains(internal), "internal wording in {line:?}");
+        }
+    }
+    (p, e, d)
+}
+
+#[test]
+fn request_messages_are_plain_and_located() {
+    // A syntax error in a file whose kind is on line 2 is reported as a syntax
+    // error at its place, not as an unknown kind.
+    let text = "version: 1\nkind: request\nname: [Lab\n";
+    let (p, e, _d) = request_error("mine.yaml", text);
+    assert!(e.starts_with(&format!("{}:3:7: ", p.display())), "{e}");
+    assert!(!e.contains("cannot tell which kind"), "{e}");
+
+    // A duplicate key: where the second one is, in plain words.
+    let text = "version: 1\nkind: request\nname: A-Lab\nname: B-Lab\n";
+    let (p, e, _d) = request_error("request.yaml", text);
+    assert_eq!(
+        e,
+        format!(
+            "{}:4:1: key `name` appears twice in this mapping: keep one",
+            p.display()
+        )
+    );
+
+    // Too many values for the reader: which limit, in words.
+    let mut text = String::from("version: 1\nkind: request\ntags:\n");
+    for _ in 0..260_000 {
+        text.push_str("  - t\n");
+    }
+    let (_, e, _d) = request_error("request.yaml", &text);
+    assert!(
+        e.contains("more than 250000 values, lists and mappings"),
+        "{e}"
+    );
+
+    // A NUL (or an escape sequence) in the name or the description.
+    for (field, value) in [
+        ("name", "\"Lab\\0Image\""),
+        ("name", "\"Lab\\e[31mImage\""),
+        (
+            "description",
+            "\"Rocky 9 with the lab's tools\\0 and more of them\"",
+        ),
+    ] {
+        let text = format!("version: 1\nkind: request\n{field}: {value}\n");
+        let (p, e, _d) = request_error("request.yaml", &text);
+        assert!(
+            e.starts_with(&format!("{}:3:{}: ", p.display(), field.len() + 3)),
+            "{e}"
+        );
+        assert!(e.contains("control character"), "{e}");
+    }
+    // A name is one line.
+    let (p, e, _d) = request_error("request.yaml", "version: 1\nname: \"a\\tb\"\n");
+    assert!(e.starts_with(&format!("{}:2:7: ", p.display())), "{e}");
+
+    // A description past Glance's 255-character property limit, and a huge
+    // one (refused before it is parsed).
+    let long = "d".repeat(256);
+    let (p, e, _d) = request_error(
+        "request.yaml",
+        &format!("version: 1\nname: Lab\ndescription: {long}\n"),
+    );
+    assert!(e.starts_with(&format!("{}:3:14: ", p.display())), "{e}");
+    assert!(
+        e.contains("256 characters long") && e.contains("at most 255"),
+        "{e}"
+    );
+    let ok = "d".repeat(255);
+    let (_, r, _d) = check(
+        "request.yaml",
+        &format!("version: 1\nname: Lab\ndescription: {ok}\n"),
+    );
+    r.unwrap();
+    let huge = "d".repeat(50 << 20);
+    let (p, e, _d) = request_error(
+        "request.yaml",
+        &format!("version: 1\nname: Lab\ndescription: {huge}\n"),
+    );
+    assert!(
+        e.starts_with(&format!("{}: the file is larger than 4 MiB", p.display())),
+        "{e}"
+    );
+
+    // An unquoted version is a number (1.10 would be 1.1): refused, with the
+    // fix. Quoted, it is kept as written.
+    let text =
+        "version: 1\nname: Lab\ninstalled_software:\n  - name: samtools\n    version: 1.10\n";
+    let (p, e, _d) = request_error("request.yaml", text);
+    assert!(e.starts_with(&format!("{}:5:14: ", p.display())), "{e}");
+    assert!(e.contains("put it in quotes"), "{e}");
+    let rs = RuleSet::embedded().unwrap();
+    let req = rs
+        .parse_request("r.yaml", &text.replace("1.10", "\"1.10\""))
+        .unwrap();
+    assert_eq!(
+        req.installed_software[0].version.as_ref().unwrap().as_str(),
+        "1.10"
+    );
+    // Numbers and booleans for the name are refused the same way.
+    for v in ["2024", "true", "1.5"] {
+        let (_, e, _d) = request_error("request.yaml", &format!("version: 1\nname: {v}\n"));
+        assert!(e.contains("put it in quotes"), "{v}: {e}");
     }
 }

@@ -455,6 +455,7 @@ fn attempt(
         } else {
             DiskSize::Same
         },
+        lvm: Default::default(),
         dry_run: false,
         manifest: e.manifest,
     };

@@ -4,6 +4,8 @@
 //! It knows nothing of partitions' meaning, filesystems or policy. Every `Disk` is
 //! usable from many threads at once (`Send + Sync`, `&self` reads).
 
+pub mod bytes;
+pub mod lvm;
 pub mod partition;
 pub mod probe;
 pub mod qcow2;
@@ -97,6 +99,14 @@ pub trait Disk: Send + Sync {
 
     /// Facts for reports.
     fn info(&self) -> DiskInfo;
+
+    /// The host files this disk reads, each with what it is to the disk
+    /// ("image", "backing file", "external data file"), the image itself first.
+    /// The output guard refuses to write over any of them. Empty for disks that
+    /// live in memory.
+    fn files(&self) -> Vec<(std::path::PathBuf, &'static str)> {
+        Vec::new()
+    }
 }
 
 impl fmt::Debug for dyn Disk {
@@ -175,6 +185,10 @@ impl Disk for Slice {
         let mut i = self.parent.info();
         i.virtual_size = self.len;
         i
+    }
+
+    fn files(&self) -> Vec<(std::path::PathBuf, &'static str)> {
+        self.parent.files()
     }
 }
 

@@ -107,6 +107,10 @@ impl Raw {
 }
 
 impl Disk for Raw {
+    fn files(&self) -> Vec<(PathBuf, &'static str)> {
+        vec![(self.path.clone(), "image")]
+    }
+
     fn len(&self) -> u64 {
         self.len
     }

@@ -2,8 +2,10 @@
 
 pub mod assemble;
 pub mod convert;
+pub mod guard;
 pub mod hash;
 pub mod plan;
 pub mod report;
 pub mod sink;
+pub mod temp;
 pub mod write;

@@ -78,44 +78,7 @@ pub struct SparseFile {
 impl SparseFile {
     /// Create the temporary file beside `dest`, `len` bytes long.
     pub fn create(dest: &Path, len: u64) -> Result<Self> {
-        let what = || dest.display().to_string();
-        let name = dest
-            .file_name()
-            .ok_or_else(|| {
-                Error::output(
-                    what(),
-                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
-                )
-            })?
-            .to_string_lossy()
-            .into_owned();
-        let dir = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        // A name no one else uses: our pid plus a counter, created exclusively.
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let mut attempt = 0;
-        let (tmp, file) = loop {
-            let n = SEQ.fetch_add(1, Ordering::Relaxed);
-            let tmp = dir.join(format!(".{name}.imgsan-{}-{n}.tmp", std::process::id()));
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-            {
-                Ok(f) => break (tmp, f),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
-                    attempt += 1;
-                }
-                Err(e) => {
-                    return Err(Error::output(
-                        format!("{} (temporary file)", tmp.display()),
-                        e,
-                    ))
-                }
-            }
-        };
+        let (tmp, file) = super::temp::create_beside(dest)?;
         let direct = {
             use std::os::unix::fs::OpenOptionsExt;
             std::fs::OpenOptions::new()
@@ -250,32 +213,31 @@ impl SparseFile {
     /// after). Without, a crash soon after may lose the data but never leaves a
     /// partial file under the final name.
     pub fn commit_with(mut self, sync: bool) -> Result<()> {
+        self.finish(sync)?;
+        super::temp::rename_all(&[(self.tmp.clone(), self.dest.clone())])?;
+        self.committed = true;
+        if sync {
+            super::temp::sync_folder(&self.dest);
+        }
+        Ok(())
+    }
+
+    /// Complete and sync the file, and hand it to `group`, which gives it its
+    /// final name together with the run's other outputs.
+    pub fn stage(mut self, group: &super::temp::OutputGroup) -> Result<()> {
+        self.finish(true)?;
+        group.stage(self.tmp.clone(), self.dest.clone());
+        self.committed = true;
+        Ok(())
+    }
+
+    fn finish(&mut self, sync: bool) -> Result<()> {
         let tmp = self.tmp.display().to_string();
         self.file
             .set_len(self.len)
             .map_err(|e| Error::output(tmp.clone(), e))?;
         if sync {
-            self.file
-                .sync_all()
-                .map_err(|e| Error::output(tmp.clone(), e))?;
-        }
-        std::fs::rename(&self.tmp, &self.dest)
-            .map_err(|e| Error::output(self.dest.display().to_string(), e))?;
-        self.committed = true;
-        if !sync {
-            return Ok(());
-        }
-        // The rename is durable once the folder is synced; failing here leaves a
-        // complete file under the final name, so it is not an error.
-        if let Some(dir) = self.dest.parent() {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
+            self.file.sync_all().map_err(|e| Error::output(tmp, e))?;
         }
         Ok(())
     }
@@ -284,7 +246,7 @@ impl SparseFile {
 impl Drop for SparseFile {
     fn drop(&mut self) {
         if !self.committed {
-            let _ = std::fs::remove_file(&self.tmp);
+            super::temp::remove(&self.tmp);
         }
     }
 }
@@ -362,30 +324,7 @@ impl<W: Write> StreamSink<W> {
 /// Writes a small file (a report, a manifest) through a temporary name beside
 /// `path`, synced and renamed when `fill` has written everything: a failed run
 /// leaves nothing under the final name, and no temporary file.
-pub fn write_file_atomically(
-    path: &Path,
-    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "output".into());
-    let tmp = dir.join(format!(".{name}.imgsan-tmp-{}", std::process::id()));
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        fill(&mut f)?;
-        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    res.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::output(path.display().to_string(), e)
-    })
-}
+pub use super::temp::write_file_atomically;
 
 #[cfg(test)]
 mod tests {

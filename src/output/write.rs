@@ -417,6 +417,19 @@ pub fn write_plan_hashed(
     progress: &dyn Progress,
     hashing: Hashing,
 ) -> Result<WriteStats> {
+    write_plan_into(plan, target, progress, hashing, None)
+}
+
+/// [`write_plan_hashed`]; with a `group`, a file target is completed and synced
+/// but not renamed: it becomes final when the group commits, together with the
+/// run's other outputs.
+pub fn write_plan_into(
+    plan: &Plan,
+    target: &Target,
+    progress: &dyn Progress,
+    hashing: Hashing,
+    group: Option<&super::temp::OutputGroup>,
+) -> Result<WriteStats> {
     let jobs = jobs(plan, hashing.output);
     let fh = hashing.files.then(|| FileHashing::new(plan));
     progress.start("write", plan.data_bytes(), Unit::Bytes);
@@ -461,7 +474,10 @@ pub fn write_plan_hashed(
             .into_iter()
             .flatten()
             .collect();
-            sink.commit()?;
+            match group {
+                Some(g) => sink.stage(g)?,
+                None => sink.commit()?,
+            }
             written.into_inner()
         }
         Target::Stdout => {

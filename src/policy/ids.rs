@@ -105,6 +105,16 @@ pub const CHECKS: &[CheckInfo] = &[
         "the description says more than the name",
     ),
     c(
+        "description.too-long",
+        E,
+        "the description fits the image service's 255-character property",
+    ),
+    c(
+        "description.near-limit",
+        W,
+        "the description is not close to the 255-character limit",
+    ),
+    c(
         "software.licensed",
         E,
         "no licensed software from the denylist",

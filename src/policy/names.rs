@@ -16,6 +16,8 @@ pub const DESCRIPTION_IDS: &[&str] = &[
     "description.missing",
     "description.too-short",
     "description.same-as-name",
+    "description.too-long",
+    "description.near-limit",
 ];
 
 /// Checks the requested image name. `extra_featured` comes from
@@ -38,12 +40,19 @@ pub fn check_name(
     };
     let rules = &policy.image_name;
 
-    let bad: Vec<char> = rules
+    // Control characters (a NUL, an escape sequence) are never part of a
+    // name, whatever the policy lists.
+    let mut bad: Vec<char> = rules
         .forbidden_chars
         .iter()
         .copied()
         .filter(|c| name.contains(*c))
         .collect();
+    for c in name.chars().filter(|c| c.is_control()) {
+        if !bad.contains(&c) {
+            bad.push(c);
+        }
+    }
     if !bad.is_empty() {
         let list: Vec<String> = bad.iter().map(|c| format!("{c:?}")).collect();
         out.extend(
@@ -138,6 +147,36 @@ pub fn check_description(
             }),
         );
     }
+    if len > rules.max_length as usize {
+        out.extend(
+            finding(
+                policy,
+                "description.too-long",
+                format!(
+                    "the description is {len} characters long; the image service keeps at most {}",
+                    rules.max_length
+                ),
+            )
+            .map(|f| {
+                f.with_evidence([preview(desc)]).hint(format!(
+                    "shorten it to {} characters or fewer; put longer documentation inside the image",
+                    rules.max_length
+                ))
+            }),
+        );
+    } else if len >= rules.warn_length as usize {
+        out.extend(
+            finding(
+                policy,
+                "description.near-limit",
+                format!(
+                    "the description is {len} characters long, close to the limit of {}",
+                    rules.max_length
+                ),
+            )
+            .map(|f| f.hint("keep edits short: past the limit the image is refused")),
+        );
+    }
     if rules.must_differ_from_name {
         if let Some(name) = name {
             if normalize_name(name) == normalize_name(desc) {
@@ -153,6 +192,16 @@ pub fn check_description(
         }
     }
     out
+}
+
+/// The start of a long text, for evidence: a report must not carry a
+/// megabyte-long description.
+fn preview(text: &str) -> String {
+    const SHOWN: usize = 80;
+    match text.char_indices().nth(SHOWN) {
+        Some((i, _)) => format!("{}... ({} characters)", &text[..i], text.chars().count()),
+        None => text.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -242,5 +291,40 @@ mod tests {
             )),
             ["description.same-as-name"]
         );
+    }
+
+    #[test]
+    fn description_length_is_capped_at_the_property_limit() {
+        let rs = RuleSet::embedded().unwrap();
+        let p = &rs.policy;
+        // Characters count, not bytes: 229 two-byte characters pass quietly.
+        let d = |n: usize| "é".repeat(n);
+        assert!(check_description(p, Some("wb"), Some(&d(229))).is_empty());
+        assert_eq!(
+            ids(&check_description(p, Some("wb"), Some(&d(230)))),
+            ["description.near-limit"]
+        );
+        assert_eq!(
+            ids(&check_description(p, Some("wb"), Some(&d(255)))),
+            ["description.near-limit"]
+        );
+        let f = check_description(p, Some("wb"), Some(&d(256)));
+        assert_eq!(ids(&f), ["description.too-long"]);
+        assert_eq!(f[0].severity, crate::policy::Severity::Error);
+        // A huge description is reported, not copied whole into the report.
+        let huge = "x".repeat(50 << 20);
+        let f = check_description(p, Some("wb"), Some(&huge));
+        assert_eq!(ids(&f), ["description.too-long"]);
+        assert!(f[0].evidence.iter().map(String::len).sum::<usize>() < 200);
+    }
+
+    #[test]
+    fn control_characters_in_a_name_are_forbidden() {
+        let rs = RuleSet::embedded().unwrap();
+        let none: &[String] = &[];
+        for bad in ["my\0image", "my\u{1b}[31mimage", "tab\there"] {
+            let f = check_name(&rs.policy, &rs.featured, none, none, Some(bad));
+            assert_eq!(ids(&f), ["name.forbidden-char"], "{bad:?}");
+        }
     }
 }

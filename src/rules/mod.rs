@@ -51,7 +51,7 @@ pub use policy::{Level, OsFamily, Policy};
 pub use request::{Exception, Request, Visibility};
 pub use sanitize::{Action, Group, SanitizeRule, SanitizeRules, Transform};
 pub use templates::Templates;
-pub use types::{Base, Kind, OsVersion, PathGlob};
+pub use types::{Base, Kind, OsVersion, PathGlob, Text};
 
 use error::Problems;
 
@@ -137,18 +137,76 @@ fn explain(msg: &str) -> String {
     format!("{better} ({m})")
 }
 
+/// The reader's error in plain words. Limits and duplicate keys are worded
+/// here: the library's own text names its internals (budget fields, option
+/// types) that mean nothing to someone editing a rules file.
+fn reader_message(e: &serde_saphyr::Error) -> String {
+    use serde_saphyr::budget::BudgetBreach as B;
+    use serde_saphyr::Error as E;
+    let limits = serde_saphyr::Budget::default();
+    let too_big = |what: String| {
+        format!("the file is too large or too complex to be a rules or request file: {what}; is it the right file?")
+    };
+    match e.without_snippet() {
+        E::Budget { breach, .. } => match breach {
+            B::Nodes { .. } => too_big(format!(
+                "it holds more than {} values, lists and mappings",
+                limits.max_nodes
+            )),
+            B::Events { .. } => too_big(format!(
+                "it holds more than {} YAML elements",
+                limits.max_events
+            )),
+            B::Depth { .. } => too_big(format!(
+                "lists and mappings are nested more than {} levels deep",
+                limits.max_depth
+            )),
+            B::Documents { .. } => too_big(format!(
+                "it holds more than {} documents (`---` lines)",
+                limits.max_documents
+            )),
+            B::Aliases { .. } | B::Anchors { .. } => {
+                too_big("it uses too many anchors and aliases (`&name`, `*name`)".into())
+            }
+            B::ScalarBytes { .. } => too_big(format!(
+                "its values hold more than {} MiB of text",
+                limits.max_total_scalar_bytes >> 20
+            )),
+            _ => too_big("it passes one of the reader's size limits".into()),
+        },
+        E::AliasReplayLimitExceeded { .. }
+        | E::AliasExpansionLimitExceeded { .. }
+        | E::AliasReplayStackDepthExceeded { .. } => {
+            too_big("its aliases (`*name`) expand to too much data".into())
+        }
+        E::DuplicateMappingKey { key, .. } => match key {
+            Some(k) => format!("key `{k}` appears twice in this mapping: keep one"),
+            None => "a key appears twice in this mapping: keep one".into(),
+        },
+        E::AliasError { error, .. } => reader_message(error),
+        E::InvalidUtf8Input => "the file is not UTF-8 text".into(),
+        other => {
+            let msg = serde_saphyr::DefaultMessageFormatter.format_message(other);
+            explain(&msg)
+        }
+    }
+}
+
+/// A reader error as a [`RulesError`] at its line and column.
+fn reader_error(file: &str, e: &serde_saphyr::Error) -> RulesError {
+    let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+    RulesError::Invalid(vec![Problem {
+        file: file.to_string(),
+        line,
+        column,
+        message: reader_message(e),
+    }])
+}
+
 /// Parses one YAML document of type `T`. `file` names it in errors.
 pub fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, RulesError> {
-    serde_saphyr::from_str_with_options::<T>(text, yaml_options()).map_err(|e| {
-        let msg = serde_saphyr::DefaultMessageFormatter.format_message(e.without_snippet());
-        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-        RulesError::Invalid(vec![Problem {
-            file: file.to_string(),
-            line,
-            column,
-            message: explain(&msg),
-        }])
-    })
+    serde_saphyr::from_str_with_options::<T>(text, yaml_options())
+        .map_err(|e| reader_error(file, &e))
 }
 
 fn check_kind(file: &str, found: &Option<Spanned<Kind>>, want: Kind, p: &mut Problems) {
@@ -180,8 +238,11 @@ pub fn detect_kind(file: &str, text: &str) -> Result<Kind, RulesError> {
             message,
         }])
     };
-    // A syntax error is reported by the full parse; here it only means "no kind".
-    if let Ok(Probe { kind: Some(k) }) = serde_saphyr::from_str::<Probe>(text) {
+    // A file that is not YAML (or not a mapping) cannot say its kind: its
+    // error is the one to report, at its line and column.
+    let probe = serde_saphyr::from_str_with_options::<Probe>(text, yaml_options())
+        .map_err(|e| reader_error(file, &e))?;
+    if let Probe { kind: Some(k) } = probe {
         return Kind::from_name(&k.value).ok_or_else(|| {
             let known: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
             invalid(
@@ -237,11 +298,52 @@ fn builtin(kind: Kind) -> String {
     format!("<built-in>/{}", kind.file_name())
 }
 
-/// Reads a file to a string, naming it in the error.
+/// The largest rules or request file read. The shipped rules are tens of
+/// kilobytes; a file past this is a mistake (or an attack), and is refused
+/// before it is read.
+pub const MAX_FILE_BYTES: u64 = 4 << 20;
+
+/// Reads a file to a string, naming it in the error; refuses files larger
+/// than [`MAX_FILE_BYTES`].
 fn read_text(path: &Path) -> Result<String, RulesError> {
-    std::fs::read_to_string(path).map_err(|source| RulesError::Io {
+    use std::io::Read;
+    let io = |source| RulesError::Io {
         path: path.to_path_buf(),
         source,
+    };
+    let f = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    f.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(RulesError::Invalid(vec![Problem {
+            file: path.display().to_string(),
+            line: 0,
+            column: 0,
+            message: format!(
+                "the file is larger than {} MiB; rules and request files are far smaller: is it the right file?",
+                MAX_FILE_BYTES >> 20
+            ),
+        }]));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        // Say where: the line and column of the first byte that is not UTF-8.
+        let at = e.utf8_error().valid_up_to();
+        let before = &e.as_bytes()[..at];
+        let line = before.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+        let column = (at
+            - before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1)) as u64
+            + 1;
+        RulesError::Invalid(vec![Problem {
+            file: path.display().to_string(),
+            line,
+            column,
+            message: "the file is not UTF-8 text".into(),
+        }])
     })
 }
 
@@ -395,6 +497,19 @@ impl RuleSet {
         let mut p = Problems::default();
         check_kind(file, &req.kind, Kind::Request, &mut p);
         req.validate(file, &self.sanitize.ids(), &self.denylist.ids(), &mut p);
+        // The description's cap is the policy's; past it the request cannot be
+        // submitted, so the file is refused (`--description` is a finding).
+        if let Some(d) = &req.description {
+            let max = self.policy.description.max_length as usize;
+            let len = d.value.as_str().trim().chars().count();
+            if len > max {
+                p.at(
+                    file,
+                    d.referenced,
+                    format!("the description is {len} characters long; the image service keeps at most {max}: shorten it"),
+                );
+            }
+        }
         p.into_result()?;
         Ok(req)
     }

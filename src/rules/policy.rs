@@ -73,6 +73,21 @@ pub struct NamePolicy {
 pub struct DescriptionPolicy {
     pub min_length: u32,
     pub must_differ_from_name: bool,
+    /// The most characters a description may have: the image service keeps it
+    /// as a property, and Glance's properties hold at most 255.
+    #[serde(default = "default_description_max")]
+    pub max_length: u32,
+    /// From this many characters on, a warning says the limit is near.
+    #[serde(default = "default_description_warn")]
+    pub warn_length: u32,
+}
+
+fn default_description_max() -> u32 {
+    255
+}
+
+fn default_description_warn() -> u32 {
+    230
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -230,6 +245,25 @@ impl Policy {
         }
         if self.image_name.max_length == 0 {
             p.whole(file, "image_name.max_length must be at least 1");
+        }
+        let d = &self.description;
+        if d.max_length < d.min_length.max(1) {
+            p.whole(
+                file,
+                format!(
+                    "description.max_length ({}) is below description.min_length ({})",
+                    d.max_length, d.min_length
+                ),
+            );
+        }
+        if d.warn_length > d.max_length {
+            p.whole(
+                file,
+                format!(
+                    "description.warn_length ({}) is above description.max_length ({})",
+                    d.warn_length, d.max_length
+                ),
+            );
         }
         if !self.post_scripts.dir.starts_with('/') {
             p.whole(

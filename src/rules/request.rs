@@ -7,7 +7,7 @@ use serde_saphyr::Spanned;
 
 use super::denylist::check_allowlist;
 use super::error::Problems;
-use super::types::{FormatVersion, Kind, PathGlob};
+use super::types::{FormatVersion, Kind, PathGlob, Text};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -16,9 +16,9 @@ pub struct Request {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<Spanned<Kind>>,
     #[serde(default)]
-    pub name: Option<String>,
+    pub name: Option<Spanned<Text>>,
     #[serde(default)]
-    pub description: Option<String>,
+    pub description: Option<Spanned<Text>>,
     #[serde(default)]
     pub installed_software: Vec<InstalledSoftware>,
     #[serde(default)]
@@ -41,8 +41,9 @@ pub struct Request {
 #[serde(deny_unknown_fields)]
 pub struct InstalledSoftware {
     pub name: String,
+    /// Text, not a number: `1.10` unquoted would be read as 1.1.
     #[serde(default)]
-    pub version: Option<String>,
+    pub version: Option<Text>,
     #[serde(default)]
     pub path: Option<String>,
 }
@@ -64,6 +65,16 @@ pub enum Visibility {
 }
 
 impl Request {
+    /// The image name, if the request gives one.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_ref().map(|n| n.value.as_str())
+    }
+
+    /// The description, if the request gives one.
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_ref().map(|d| d.value.as_str())
+    }
+
     /// Whether the request skips sanitize rule `id`.
     pub fn excepts(&self, rule_id: &str) -> Option<&Exception> {
         self.exceptions.iter().find(|e| e.rule.value == rule_id)
@@ -76,6 +87,17 @@ impl Request {
         deny_ids: &BTreeSet<String>,
         p: &mut Problems,
     ) {
+        // A name is one line: the Text type lets tabs and newlines through for
+        // the description's sake.
+        if let Some(n) = &self.name {
+            if n.value.as_str().contains(['\n', '\t']) {
+                p.at(
+                    file,
+                    n.referenced,
+                    "the image name holds a tab or a line break; a name is one line",
+                );
+            }
+        }
         for e in &self.exceptions {
             if !rule_ids.contains(&e.rule.value) {
                 p.at(

@@ -31,6 +31,76 @@ impl Serialize for FormatVersion {
     }
 }
 
+/// Free text that must be written as text: a plain `1.10` would be read as the
+/// number 1.1, and `yes` as a boolean, so numbers and booleans are refused with
+/// a hint to quote them. Control characters other than tab and newline (a NUL,
+/// a terminal escape) are refused too: no field of a request means them, and
+/// they would reach reports and terminals.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Text(pub String);
+
+impl Text {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("text")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text, E> {
+                if let Some(c) = v
+                    .chars()
+                    .find(|&c| c.is_control() && c != '\n' && c != '\t')
+                {
+                    return Err(E::custom(format!(
+                        "the text holds the control character {c:?}; remove it"
+                    )));
+                }
+                Ok(Text(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Text, E> {
+                Err(E::custom(format!(
+                    "this is read as the number {v}, not as text: put it in quotes (\"1.10\" stays 1.10; a bare 1.10 is the number 1.1)"
+                )))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Text, E> {
+                Err(E::custom(format!(
+                    "this is read as the number {v}, not as text: put it in quotes"
+                )))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Text, E> {
+                Err(E::custom(format!(
+                    "this is read as the number {v}, not as text: put it in quotes"
+                )))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Text, E> {
+                Err(E::custom(format!(
+                    "this is read as the boolean {v}, not as text: put it in quotes"
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for Text {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
 /// Which kind of rules file a document is (its `kind:` key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]

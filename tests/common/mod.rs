@@ -6,3 +6,4 @@
 pub mod check;
 pub mod ext4img;
 pub mod gen;
+pub mod xfs;

@@ -757,6 +757,18 @@ fn resolve(dir: &Path, name: &[u8], what: &str) -> Result<PathBuf> {
 }
 
 impl Disk for Qcow2 {
+    fn files(&self) -> Vec<(PathBuf, &'static str)> {
+        let mut out = vec![(self.path.clone(), "image")];
+        if let Some((p, _)) = &self.data {
+            out.push((p.clone(), "external data file"));
+        }
+        if let Some(b) = &self.backing {
+            // Everything the backing image reads is a backing file to this one.
+            out.extend(b.disk.files().into_iter().map(|(p, _)| (p, "backing file")));
+        }
+        out
+    }
+
     fn len(&self) -> u64 {
         self.header.size
     }

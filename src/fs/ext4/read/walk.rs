@@ -186,6 +186,7 @@ fn decode(ctx: &Ctx, n: u32, bytes: &[u8]) -> Result<Decoded> {
         flags: ino.flags,
         generation: ino.raw.i_generation,
         projid: ino.projid(),
+        fs_raw: Default::default(),
         xattrs: Vec::new(),
         source_ino: u64::from(n),
     };
