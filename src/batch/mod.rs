@@ -181,17 +181,19 @@ impl EntryFiles {
         for s in ["result.json", "raw", "report.json", "manifest"] {
             remove_if_there(&self.dir.join(self.name(s)))?;
         }
-        // Temporary names: ".NAME.SUFFIX.imgsan..." (this module's, the sparse
-        // writer's and the small-file writer's).
+        // Temporary names: ".NAME.SUFFIX.imgsan..." (this module's and the
+        // output writers'), or "..NAME.SUFFIX.imgsan..." (a writer's of ours).
         let prefixes: Vec<String> = Self::SUFFIXES
             .iter()
-            .map(|s| format!(".{}.imgsan", self.name(s)))
+            .map(|s| format!("{}.imgsan", self.name(s)))
             .collect();
         for e in std::fs::read_dir(&self.dir)? {
             let e = e?;
             let n = e.file_name();
             let n = n.to_string_lossy();
-            if prefixes.iter().any(|p| n.starts_with(p.as_str())) {
+            // A writer's temporary of our temporary starts with two dots.
+            let bare = n.trim_start_matches('.');
+            if bare.len() < n.len() && prefixes.iter().any(|p| bare.starts_with(p.as_str())) {
                 remove_if_there(&e.path())?;
             }
         }
