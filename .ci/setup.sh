@@ -38,6 +38,13 @@ have mcopy         || need_pkgs+=(mtools)
 have debugfs       || need_pkgs+=(e2fsprogs)
 have python3       || need_pkgs+=(python3)
 have grub-install  || need_pkgs+=(grub2-common)
+# imgsan batch: a single-node Slurm cluster (tests/batch.rs starts the daemons
+# itself, there is no systemd) and GNU parallel (benches/batch.sh).
+have slurmctld     || need_pkgs+=(slurmctld)
+have slurmd        || need_pkgs+=(slurmd)
+have sbatch        || need_pkgs+=(slurm-client)
+have munged        || need_pkgs+=(munge)
+have parallel      || need_pkgs+=(parallel)
 # Ubuntu release dates: the oracle for rules/eol.yaml.
 [ -e /usr/share/distro-info/ubuntu.csv ] || need_pkgs+=(distro-info-data)
 
@@ -76,3 +83,5 @@ fi
 # report and a JUnit XML parser for the JUnit report (tests/report.rs).
 python3 -c 'import jsonschema' 2>/dev/null || python3 -m pip install -q jsonschema
 python3 -c 'import junitparser' 2>/dev/null || python3 -m pip install -q junitparser
+# The Kubernetes API's published schemas, for `imgsan batch --emit k8s` (tests/batch.rs).
+have kubernetes-validate || python3 -m pip install -q kubernetes-validate

@@ -7,6 +7,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod batch;
 pub mod browse;
 pub mod check;
 pub mod disk;

@@ -302,7 +302,7 @@ pub fn sanitize_into(
 
 /// BLAKE3 of a whole file: read in 16 MiB pieces (a memory map would make the
 /// whole input resident in this process), each hashed on all threads.
-fn hash_file(path: &Path) -> Result<blake3::Hash> {
+pub fn hash_file(path: &Path) -> Result<blake3::Hash> {
     use std::io::Read;
     let what = || format!("hashing {}", path.display());
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(what(), e))?;

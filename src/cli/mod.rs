@@ -10,6 +10,7 @@
 //! or unsupported; 4 output could not be written.
 
 mod args;
+mod batch;
 mod browse;
 mod check;
 mod convert;
@@ -71,6 +72,7 @@ enum Command {
     /// Validate rules files, or print the built-in ones.
     #[command(subcommand)]
     Rules(rules::RulesCommand),
+    Batch(batch::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -194,6 +196,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Cat(a) => browse::cat(a),
         Command::Check(a) => check::run(a),
         Command::Rules(c) => rules::run(c),
+        Command::Batch(a) => batch::run(a, cli),
     }
 }
 

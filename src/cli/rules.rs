@@ -10,8 +10,8 @@ use super::{rules_error, EXIT_CLEAN};
 
 #[derive(clap::Subcommand)]
 pub enum RulesCommand {
-    /// Validate a rules file (policy, eol, denylist, featured-names, sanitize)
-    /// or a request file. Every problem is printed as file:line:column: what was
+    /// Validate a rules file (policy, eol, denylist, featured-names, sanitize),
+    /// a request file or a batch manifest. Every problem is printed as file:line:column: what was
     /// expected. Exit code 0 when valid, 2 otherwise.
     #[command(
         after_help = "Examples:\n  imgsan rules check rules/policy.yaml\n  imgsan rules check request.yaml\n\nThe kind comes from the file's `kind:` key, or else its name (policy.yaml, eol.yaml, denylist.yaml, sanitize.yaml, featured-names.yaml, request*.yaml)."
@@ -27,8 +27,8 @@ pub enum RulesCommand {
         after_help = "Examples:\n  imgsan rules show                 # every built-in rules file\n  imgsan rules show policy > policy.yaml\n  imgsan rules show request         # an example request file\n  imgsan rules show denylist --rules ./our-cloud-rules"
     )]
     Show {
-        /// policy, eol, denylist, featured-names, sanitize or request.
-        #[arg(value_name = "KIND", value_parser = ["policy", "eol", "denylist", "featured-names", "sanitize", "request"])]
+        /// policy, eol, denylist, featured-names, sanitize, request or batch.
+        #[arg(value_name = "KIND", value_parser = ["policy", "eol", "denylist", "featured-names", "sanitize", "request", "batch"])]
         kind: Option<String>,
         /// Show the effective rules with this rules directory.
         #[arg(long, value_name = "DIR")]
@@ -75,6 +75,7 @@ fn effective_rules(rs: &RuleSet, kind: Option<imgsan::rules::Kind>) -> String {
         Kind::Sanitize => to_yaml(&rs.sanitize),
         Kind::FeaturedNames => to_yaml(&rs.featured),
         Kind::Request => imgsan::rules::show(Some(Kind::Request)),
+        Kind::Batch => imgsan::rules::show(Some(Kind::Batch)),
     };
     match kind {
         Some(k) => one(k),

@@ -420,9 +420,37 @@ fn finding_text(f: &Finding) -> String {
     t
 }
 
+/// One `<testsuite>` of a JUnit document (indented for a `<testsuites>`).
+#[derive(Debug, Clone)]
+pub struct JunitSuite {
+    pub tests: usize,
+    pub failures: u32,
+    pub xml: String,
+}
+
 /// JUnit XML: one `<testsuite>` named after the image, one `<testcase>` per
 /// check that ran.
 pub fn render_junit(report: &Report) -> String {
+    let suite_name = format!(
+        "imgsan {}: {}",
+        match report.mode {
+            Mode::Check => "check",
+            Mode::Sanitize => "sanitize",
+        },
+        report.image.path.as_deref().unwrap_or("(no image)")
+    );
+    let suite = junit_suite(report, &suite_name, &[]);
+    let mut out = String::new();
+    out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(out, "<testsuites name=\"imgsan\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"0\" time=\"0\">", suite.tests, suite.failures);
+    out.push_str(&suite.xml);
+    out.push_str("</testsuites>\n");
+    out
+}
+
+/// The report's `<testsuite>` named `name`, one `<testcase>` per check that
+/// ran, with `extra` properties after the report's own.
+pub fn junit_suite(report: &Report, name: &str, extra: &[(&str, String)]) -> JunitSuite {
     let mut cases = String::new();
     let mut failures = 0u32;
     for id in &report.checks_run {
@@ -472,18 +500,8 @@ pub fn render_junit(report: &Report) -> String {
         cases.push_str("    </testcase>\n");
     }
     let tests = report.checks_run.len();
-    let suite = format!(
-        "imgsan {}: {}",
-        match report.mode {
-            Mode::Check => "check",
-            Mode::Sanitize => "sanitize",
-        },
-        report.image.path.as_deref().unwrap_or("(no image)")
-    );
     let mut out = String::new();
-    out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(out, "<testsuites name=\"imgsan\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" skipped=\"0\" time=\"0\">");
-    let _ = writeln!(out, "  <testsuite name=\"{}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" skipped=\"0\" time=\"0\">", escape_xml(&suite));
+    let _ = writeln!(out, "  <testsuite name=\"{}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" skipped=\"0\" time=\"0\">", escape_xml(name));
     out.push_str("    <properties>\n");
     let mut prop = |k: &str, v: &str| {
         let _ = writeln!(
@@ -499,10 +517,17 @@ pub fn render_junit(report: &Report) -> String {
     if let Some(n) = &report.image.name {
         prop("image_name", n);
     }
+    for (k, v) in extra {
+        prop(k, v);
+    }
     out.push_str("    </properties>\n");
     out.push_str(&cases);
-    out.push_str("  </testsuite>\n</testsuites>\n");
-    out
+    out.push_str("  </testsuite>\n");
+    JunitSuite {
+        tests,
+        failures,
+        xml: out,
+    }
 }
 
 #[cfg(test)]

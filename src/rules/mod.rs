@@ -63,9 +63,11 @@ pub mod embedded {
     pub const SANITIZE: &str = include_str!("../../rules/sanitize.yaml");
     pub const FEATURED_NAMES: &str = include_str!("../../rules/featured-names.yaml");
     pub const REQUEST_EXAMPLE: &str = include_str!("../../rules/request.example.yaml");
+    pub const BATCH_EXAMPLE: &str = include_str!("../../rules/batch.example.yaml");
 }
 
-/// The compiled-in text of a kind's default file (for `request`, the example).
+/// The compiled-in text of a kind's default file (for `request` and `batch`,
+/// the example).
 pub fn embedded_text(kind: Kind) -> &'static str {
     match kind {
         Kind::Policy => embedded::POLICY,
@@ -74,6 +76,7 @@ pub fn embedded_text(kind: Kind) -> &'static str {
         Kind::Sanitize => embedded::SANITIZE,
         Kind::FeaturedNames => embedded::FEATURED_NAMES,
         Kind::Request => embedded::REQUEST_EXAMPLE,
+        Kind::Batch => embedded::BATCH_EXAMPLE,
     }
 }
 
@@ -263,7 +266,10 @@ pub fn detect_kind(file: &str, text: &str) -> Result<Kind, RulesError> {
     if name.starts_with("request") && (name.ends_with(".yaml") || name.ends_with(".yml")) {
         return Ok(Kind::Request);
     }
-    Err(invalid(0, 0, "cannot tell which kind of rules file this is: add a `kind:` key (policy, eol, denylist, sanitize, featured-names, request)".into()))
+    if name.starts_with("batch") && (name.ends_with(".yaml") || name.ends_with(".yml")) {
+        return Ok(Kind::Batch);
+    }
+    Err(invalid(0, 0, "cannot tell which kind of rules file this is: add a `kind:` key (policy, eol, denylist, sanitize, featured-names, request, batch)".into()))
 }
 
 /// Where each document of a [`RuleSet`] came from (for error messages).
@@ -395,12 +401,17 @@ impl RuleSet {
         for f in files {
             let text = read_text(f)?;
             let k = detect_kind(&f.display().to_string(), &text)?;
-            if k == Kind::Request {
+            if matches!(k, Kind::Request | Kind::Batch) {
+                let how = if k == Kind::Request {
+                    "a request file is not a rules file: pass it with --request"
+                } else {
+                    "a batch manifest is not a rules file: run it with `imgsan batch`"
+                };
                 return Err(RulesError::Invalid(vec![Problem {
                     file: f.display().to_string(),
                     line: 0,
                     column: 0,
-                    message: "a request file is not a rules file: pass it with --request".into(),
+                    message: how.into(),
                 }]));
             }
             chosen.retain(|(kk, _)| *kk != k);
@@ -446,7 +457,7 @@ impl RuleSet {
                 self.featured = parse(&name, &text)?;
                 self.sources.featured = name;
             }
-            Kind::Request => {}
+            Kind::Request | Kind::Batch => {}
         }
         Ok(())
     }
@@ -537,6 +548,9 @@ pub fn check_text(path: &Path, text: &str) -> Result<Kind, RulesError> {
     match kind {
         Kind::Request => {
             rs.parse_request(&name, text)?;
+        }
+        Kind::Batch => {
+            crate::batch::manifest::check_text(path, text)?;
         }
         Kind::Sanitize => {
             if let Some(dir) = path.parent() {

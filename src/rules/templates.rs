@@ -90,6 +90,13 @@ impl Templates {
             .map(Vec::as_slice)
     }
 
+    /// Every template: (directory, name, bytes), in order.
+    pub fn files(&self) -> impl Iterator<Item = (&str, &str, &[u8])> {
+        self.files
+            .iter()
+            .map(|((d, n), b)| (d.as_str(), n.as_str(), b.as_slice()))
+    }
+
     /// Every template name, once.
     pub fn names(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self.files.keys().map(|(_, n)| n.as_str()).collect();

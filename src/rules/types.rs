@@ -111,16 +111,19 @@ pub enum Kind {
     Sanitize,
     FeaturedNames,
     Request,
+    /// An `imgsan batch` manifest (src/batch/manifest.rs).
+    Batch,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Policy,
         Kind::Eol,
         Kind::Denylist,
         Kind::Sanitize,
         Kind::FeaturedNames,
         Kind::Request,
+        Kind::Batch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -131,6 +134,7 @@ impl Kind {
             Kind::Sanitize => "sanitize",
             Kind::FeaturedNames => "featured-names",
             Kind::Request => "request",
+            Kind::Batch => "batch",
         }
     }
 
@@ -143,6 +147,7 @@ impl Kind {
             Kind::Sanitize => "sanitize.yaml",
             Kind::FeaturedNames => "featured-names.yaml",
             Kind::Request => "request.yaml",
+            Kind::Batch => "batch.yaml",
         }
     }
 
