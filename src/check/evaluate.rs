@@ -38,7 +38,10 @@ pub fn filesystems(f: &Facts) -> Vec<PolicyVolume> {
         .iter()
         .filter(|v| {
             let t = v.fs_type();
-            !(matches!(t, "swap" | "swsuspend" | "unknown") || (t == "vfat" && v.efi_system))
+            // An LVM PV is a container: the filesystems on its LVs are volumes of
+            // their own and are checked as such.
+            !(matches!(t, "swap" | "swsuspend" | "unknown" | "LVM2_member")
+                || (t == "vfat" && v.efi_system))
         })
         .map(|v| PolicyVolume {
             name: v.label(),
