@@ -165,12 +165,14 @@ pub fn sanitize(
     let mut report = check::report(&volumes, inputs, info);
     report.set_mode(Mode::Sanitize);
     let rule_runs = |rule: &str| {
-        inputs.rules.sanitize.enabled(rule)
-            && !opts.rules.disabled.contains(rule)
-            && inputs
-                .request
-                .as_ref()
-                .is_none_or(|r| r.excepts(rule).is_none())
+        // The request's exclusions always run (they are the request's own).
+        rule == sanitize::REQUEST_EXCLUDE
+            || (inputs.rules.sanitize.enabled(rule)
+                && !opts.rules.disabled.contains(rule)
+                && inputs
+                    .request
+                    .as_ref()
+                    .is_none_or(|r| r.excepts(rule).is_none()))
     };
     report.resolve_fixers(rule_runs);
     if !report.summary.passed && !opts.force {
@@ -196,6 +198,7 @@ pub fn sanitize(
             ns: &guest.ns,
             limit: FACT_FILE_LIMIT,
         })?;
+        unknown_kept_users(&guest.ns, &opts.rules.keep_users)?;
         (
             Layout::of(&guest),
             os.as_ref()
@@ -286,7 +289,8 @@ pub fn sanitize(
         bytes_kept,
         planned_data_bytes: repacked.plan.data_bytes(),
         dry_run: opts.dry_run,
-        forced: opts.force && !report.summary.passed,
+        // A dry run writes nothing, forced or not.
+        forced: opts.force && !report.summary.passed && !opts.dry_run,
         manifest: None,
     };
     let mut manifest = Vec::new();
@@ -404,6 +408,36 @@ fn choose_size(
                 ),
             }
         }
+    }
+}
+
+/// Refuses `--keep-user` names that are no account of the guest's /etc/passwd: a
+/// typo would otherwise keep nothing, silently.
+fn unknown_kept_users(
+    ns: &crate::guest::namespace::Namespace<'_>,
+    keep: &std::collections::BTreeSet<String>,
+) -> std::result::Result<(), SanitizeError> {
+    if keep.is_empty() {
+        return Ok(());
+    }
+    let passwd = ns.read(b"/etc/passwd", FACT_FILE_LIMIT).unwrap_or_default();
+    let names: std::collections::BTreeSet<&[u8]> = passwd
+        .split(|&b| b == b'\n')
+        .filter_map(|l| l.split(|&b| b == b':').next())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let missing: Vec<&str> = keep
+        .iter()
+        .filter(|k| !names.contains(k.as_bytes()))
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(SanitizeError::Usage(format!(
+            "--keep-user names no account of the guest's /etc/passwd: {}",
+            missing.join(", ")
+        )))
     }
 }
 

@@ -486,7 +486,10 @@ pub struct UploadInputs<'a> {
 pub fn upload(guest: &GuestPart, i: &UploadInputs<'_>) -> Upload {
     let mut properties = guest.properties.clone();
     if let Some(d) = i.description {
-        properties.insert("description".to_string(), d.to_string());
+        // One line: a folded or literal YAML block keeps its line breaks, which
+        // a property (and the command line) does not need.
+        let one_line = d.split_whitespace().collect::<Vec<_>>().join(" ");
+        properties.insert("description".to_string(), one_line);
     }
     let visibility = i
         .request

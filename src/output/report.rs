@@ -347,15 +347,17 @@ fn sanitize_text(out: &mut String, v: &serde_json::Value) {
             continue;
         }
         let mut parts = Vec::new();
-        for (k, what) in [
-            ("files_deleted", "deleted"),
-            ("dirs_deleted", "dirs deleted"),
-            ("files_truncated", "truncated"),
-            ("files_overwritten", "overwritten"),
-            ("files_created", "created"),
+        for (k, one, many) in [
+            ("files_deleted", "deleted", "deleted"),
+            ("dirs_deleted", "directory deleted", "directories deleted"),
+            ("files_truncated", "truncated", "truncated"),
+            ("files_overwritten", "overwritten", "overwritten"),
+            ("files_created", "created", "created"),
         ] {
-            if n(r, k) > 0 {
-                parts.push(format!("{} {what}", n(r, k)));
+            match n(r, k) {
+                0 => {}
+                1 => parts.push(format!("1 {one}")),
+                c => parts.push(format!("{c} {many}")),
             }
         }
         if n(r, "bytes_freed") > 0 {
@@ -378,11 +380,15 @@ fn sanitize_text(out: &mut String, v: &serde_json::Value) {
         }
     }
     if let Some(t) = v.get("totals") {
+        let count = |k: &str, one: &str, many: &str| {
+            let c = n(t, k);
+            format!("{c} {}", if c == 1 { one } else { many })
+        };
         let _ = writeln!(
             out,
-            "  total: {} files and {} directories deleted ({} freed), {} truncated, {} overwritten, {} created",
-            n(t, "files_deleted"),
-            n(t, "dirs_deleted"),
+            "  total: {} and {} deleted ({} freed), {} truncated, {} overwritten, {} created",
+            count("files_deleted", "file", "files"),
+            count("dirs_deleted", "directory", "directories"),
             human(n(t, "bytes_freed")),
             n(t, "files_truncated"),
             n(t, "files_overwritten"),
@@ -427,10 +433,11 @@ fn output_text(out: &mut String, v: &serde_json::Value) {
             size("output_size")
         );
     }
+    let kept = u("files_kept").unwrap_or(0);
     let _ = writeln!(
         out,
-        "  kept {} files ({}); disk {}{}",
-        u("files_kept").unwrap_or(0),
+        "  kept {kept} {} ({}); disk {}{}",
+        if kept == 1 { "file" } else { "files" },
         human(u("bytes_kept").unwrap_or(0)),
         human(u("size_bytes").unwrap_or(0)),
         if v.get("table_rewritten").and_then(|x| x.as_bool()) == Some(true) {
