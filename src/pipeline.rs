@@ -15,7 +15,6 @@ use std::path::Path;
 use crate::check::{self, CheckError, Inputs, LoadedVolume};
 use crate::disk::probe::FsType;
 use crate::error::{Error, Result};
-use crate::fs::ext4::read::Ext4Volume;
 use crate::guest::assemble::{assemble, NsFiles, FACT_FILE_LIMIT};
 use crate::image::Image;
 use crate::inspect::os::identify_guest;
@@ -24,7 +23,7 @@ use crate::output::hash;
 use crate::output::write::{write_plan_hashed, Hashing, WriteStats};
 use crate::policy::{Mode, Report};
 use crate::progress::{Progress, Unit};
-use crate::repack::{self, DiskSize, VolumeOutcome};
+use crate::repack::{self, DiskSize, Rebuild, VolumeOutcome};
 use crate::sanitize::{self, Context, Layout, SanitizeReport};
 use crate::tree::{Kind, Tree};
 use crate::upload::{self, ShrinkDecision, SizeChoice};
@@ -250,15 +249,15 @@ pub fn sanitize(
     }
 
     // Rebuild.
-    let ext4: Vec<Option<Ext4Volume>> = volumes
+    let ext4: Vec<Option<Rebuild>> = volumes
         .iter_mut()
         .zip(trees)
         .map(|(v, t)| {
-            v.ext4.take().map(|mut e| {
-                if let Some(t) = t {
-                    e.tree = t;
-                }
-                e
+            let info = v.fs.take()?;
+            Some(Rebuild {
+                // A tree the rules removed rebuilds as an empty filesystem.
+                tree: t.unwrap_or_else(|| Tree::new(crate::tree::Flavor::Synthetic, None)),
+                geometry: info.geometry,
             })
         })
         .collect();
@@ -497,7 +496,7 @@ fn hash_file(path: &Path) -> Result<blake3::Hash> {
 /// through uncleaned.
 fn refuse_unrebuildable(image: &Image, volumes: &[LoadedVolume]) -> Result<()> {
     for (v, lv) in image.volumes.iter().zip(volumes) {
-        let rebuildable = lv.ext4.is_some();
+        let rebuildable = lv.fs.is_some();
         let linux_fs = matches!(
             v.probed.fs,
             FsType::Ext2 | FsType::Ext3 | FsType::Ext4 | FsType::Xfs
@@ -514,7 +513,7 @@ fn refuse_unrebuildable(image: &Image, volumes: &[LoadedVolume]) -> Result<()> {
 }
 
 /// Regular files in the rebuilt trees, counted once per inode, and their bytes.
-fn kept(ext4: &[Option<Ext4Volume>]) -> (u64, u64) {
+fn kept(ext4: &[Option<Rebuild>]) -> (u64, u64) {
     let (mut n, mut bytes) = (0, 0);
     for e in ext4.iter().flatten() {
         let mut seen = std::collections::HashSet::new();
@@ -533,7 +532,7 @@ fn kept(ext4: &[Option<Ext4Volume>]) -> (u64, u64) {
 /// the hash the writer computed (or, for files the plan does not copy, one
 /// computed here from the tree: inline data, empty or all-hole files).
 fn manifest_entries(
-    ext4: &[Option<Ext4Volume>],
+    ext4: &[Option<Rebuild>],
     layout: &Layout,
     image: &Image,
     stats: &WriteStats,

@@ -1,4 +1,5 @@
-//! Repacking a whole disk: every ext2/3/4 volume is read into a tree and rebuilt
+//! Repacking a whole disk: every volume with a filesystem imgsan reads (through
+//! [`crate::fs`]) is read into a tree and rebuilt
 //! fresh with its source's geometry; swap is re-created empty with the same UUID
 //! and label; everything else (the partition table, the post-MBR gap, BIOS boot
 //! and EFI system partitions, unknown partitions) is copied verbatim. With a size
@@ -8,15 +9,13 @@
 //! `repack` with no edits is the identity transform (compact, zero free space);
 //! `sanitize` edits the trees between [`read_volumes`] and [`plan`].
 
-use std::sync::Arc;
-
 use crate::disk::probe::FsType;
 use crate::error::{Error, Result};
-use crate::fs::ext4::build::{self, BuildOptions, BuildStats, JournalSpec, TargetSize};
-use crate::fs::ext4::read::{self, Ext4Volume, ReadOptions};
+use crate::fs::{self, BuildStats, Geometry, OpenOptions, TargetSize};
 use crate::image::Image;
 use crate::output::assemble::{self, Fill, Layout, VolumeFill};
 use crate::output::plan::Plan;
+use crate::tree::Tree;
 
 /// The output disk's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -56,53 +55,33 @@ pub struct Repacked {
     pub table_rewritten: bool,
 }
 
-/// Read every ext2/3/4 volume of the image into a tree (journal replayed).
-/// Other volumes get `None`.
-pub fn read_volumes(image: &Image, opts: &ReadOptions) -> Result<Vec<Option<Ext4Volume>>> {
+/// A volume to rebuild: its (possibly edited) tree and its source's geometry.
+pub struct Rebuild {
+    pub tree: Tree,
+    pub geometry: Geometry,
+}
+
+/// Read every volume that holds a filesystem imgsan reads into a tree (journal or
+/// log replayed). Other volumes get `None`.
+pub fn read_volumes(image: &Image, opts: &OpenOptions) -> Result<Vec<Option<Rebuild>>> {
     image
         .volumes
         .iter()
         .map(|v| {
-            if v.is_ext() {
-                read::open(v.disk.clone(), opts)
-                    .map(Some)
-                    .map_err(|e| Error::within(v.name(), e))
-            } else {
-                Ok(None)
-            }
+            fs::open(v.disk.clone(), v.probed.fs, opts)
+                .map(|r| {
+                    r.map(|(tree, info)| Rebuild {
+                        tree,
+                        geometry: info.geometry,
+                    })
+                })
+                .map_err(|e| Error::within(v.name(), e))
         })
         .collect()
 }
 
-/// The build options that recreate a source volume's journal, boot block and
-/// orphan file as they were.
-fn build_options(
-    vol: &Ext4Volume,
-    source: &dyn crate::disk::Disk,
-    size: TargetSize,
-) -> Result<BuildOptions> {
-    let journal = vol.journal_sb.as_ref().map(|j| JournalSpec {
-        blocks: j.s_maxlen,
-        fc_blocks: j.s_num_fc_blks,
-        feature_compat: j.s_feature_compat,
-        feature_incompat: j.s_feature_incompat,
-        feature_ro_compat: j.s_feature_ro_compat,
-        max_transaction: j.s_max_transaction,
-        max_trans_data: j.s_max_trans_data,
-    });
-    let mut boot = vec![0u8; 1024];
-    source.read_at(0, &mut boot)?;
-    Ok(BuildOptions {
-        size,
-        journal,
-        boot_block: Some(Arc::from(boot)),
-        orphan_file_blocks: vol.orphan_file_blocks,
-        ..Default::default()
-    })
-}
-
 /// Plan the output disk from the image and its (possibly edited) volumes.
-pub fn plan(image: &Image, volumes: &[Option<Ext4Volume>], size: DiskSize) -> Result<Repacked> {
+pub fn plan(image: &Image, volumes: &[Option<Rebuild>], size: DiskSize) -> Result<Repacked> {
     let src_len = image.disk.len();
     // The physically last volume is the one that may change size.
     let last =
@@ -144,18 +123,10 @@ pub fn plan(image: &Image, volumes: &[Option<Ext4Volume>], size: DiskSize) -> Re
                         TargetSize::Bytes(room / sector * sector)
                     }
                 };
-                let mut built = build::build(
-                    &ext.tree,
-                    &ext.sb,
-                    &build_options(ext, v.disk.as_ref(), target)?,
-                )?;
+                let mut built = fs::build(&ext.tree, &ext.geometry, target)?;
                 if matches!(size, DiskSize::Shrink { .. }) && resizable && built.plan.len > v.len {
                     // Nothing to gain: the files and the margin need the whole volume.
-                    built = build::build(
-                        &ext.tree,
-                        &ext.sb,
-                        &build_options(ext, v.disk.as_ref(), TargetSize::Bytes(v.len))?,
-                    )?;
+                    built = fs::build(&ext.tree, &ext.geometry, TargetSize::Bytes(v.len))?;
                     outcome.note =
                         Some("shrinking would not make it smaller; kept its size".into());
                 }

@@ -544,7 +544,7 @@ fn host_volumes(fx: &Fixture) -> Vec<LoadedVolume> {
             tree: Some(hosttree::from_dir(&g.root)),
             state: Some(state(fx.live)),
             error: None,
-            ext4: None,
+            fs: None,
         }];
     }
     let mbr = g.options.table == PartitionTable::Mbr;
@@ -596,7 +596,7 @@ fn host_volumes(fx: &Fixture) -> Vec<LoadedVolume> {
                 state: tree.as_ref().map(|_| state(false)),
                 tree,
                 error: None,
-                ext4: None,
+                fs: None,
             }
         })
         .collect()

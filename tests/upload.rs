@@ -213,7 +213,7 @@ fn the_readme_main_job_succeeds_on_the_example_disk_and_the_upload_object_is_rig
     let kept = d.join("kept.raw");
     let report2 = d.join("kept.json");
     let mut args: Vec<String> = words[1..].to_vec();
-    args[2] = s(&kept);
+    args[3] = s(&kept);
     args.extend([
         "--keep-size".into(),
         "--report".into(),
