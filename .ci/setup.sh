@@ -21,6 +21,13 @@ have rpmbuild      || need_pkgs+=(rpm)
 have cc            || need_pkgs+=(gcc)
 have xz            || need_pkgs+=(xz-utils)
 python3 -m pip --version >/dev/null 2>&1 || need_pkgs+=(python3-pip)
+# Independent readers of imgsan's reports (tests/report.rs, tests/upload.rs): a JSON
+# Schema validator, a JUnit XML parser; venv for python-openstackclient's parser.
+/usr/bin/python3 -c 'import jsonschema' 2>/dev/null || need_pkgs+=(python3-jsonschema)
+/usr/bin/python3 -c 'import junitparser' 2>/dev/null || need_pkgs+=(python3-junitparser)
+/usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || need_pkgs+=(python3-venv)
+# The sample disk of examples/make-sample-disk.sh (owners as root without root).
+have fakeroot      || need_pkgs+=(fakeroot)
 have findmnt       || need_pkgs+=(util-linux)
 have pwck          || need_pkgs+=(passwd)
 have db_load       || need_pkgs+=(db-util)
@@ -56,11 +63,28 @@ have guestfish          || bp_pkgs+=(libguestfs-tools)
 # The appliance needs a kernel it can read.
 ls /boot/vmlinuz-* >/dev/null 2>&1 || bp_pkgs+=(linux-image-amd64)
 
-src=/etc/apt/sources.list.d/debian.sources
+# qemu-system and libguestfs must match the qemu-utils from backports. Backports is
+# added as a file of its own, in the style of the machine's sources: deb822
+# (/etc/apt/sources.list.d/debian.sources, bookworm's default) or a classic one-line
+# sources.list.
+backports_enabled() {
+  grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/
+}
+add_backports() {
+  local uri
+  uri=$(sed -n 's|^URIs:[[:space:]]*\([^[:space:]]*debian\)/*$|\1|p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1)
+  [ -n "$uri" ] || uri=$(sed -n 's|^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\?\([^[:space:]]*debian\)/*[[:space:]]\+bookworm[[:space:]].*|\2|p' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | head -1)
+  [ -n "$uri" ] || uri=http://deb.debian.org/debian
+  if ls /etc/apt/sources.list.d/*.sources >/dev/null 2>&1; then
+    printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+      "$uri" > /etc/apt/sources.list.d/imgsan-backports.sources
+  else
+    echo "deb $uri bookworm-backports main" > /etc/apt/sources.list.d/imgsan-backports.list
+  fi
+}
 if [ ${#need_pkgs[@]} -gt 0 ] || [ ${#bp_pkgs[@]} -gt 0 ]; then
-  if [ ${#bp_pkgs[@]} -gt 0 ] && [ -f "$src" ] && ! grep -q 'bookworm-backports' "$src"; then
-    # qemu-system and libguestfs must match the qemu-utils from backports.
-    sed -i '0,/^Suites: bookworm bookworm-updates$/s//Suites: bookworm bookworm-updates bookworm-backports/' "$src"
+  if [ ${#bp_pkgs[@]} -gt 0 ] && ! backports_enabled; then
+    add_backports
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
@@ -79,9 +103,12 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz
 fi
 
-# Independent readers of imgsan's reports: a JSON Schema validator for the JSON
-# report and a JUnit XML parser for the JUnit report (tests/report.rs).
-python3 -c 'import jsonschema' 2>/dev/null || python3 -m pip install -q jsonschema
-python3 -c 'import junitparser' 2>/dev/null || python3 -m pip install -q junitparser
+# The tests run `python3` from PATH. Debian's is served by the apt packages above; an
+# interpreter of another origin first on PATH (pyenv, a virtualenv: not "externally
+# managed") gets the two modules from PyPI instead.
+if [ "$(command -v python3)" != /usr/bin/python3 ]; then
+  python3 -c 'import jsonschema' 2>/dev/null || python3 -m pip install -q jsonschema
+  python3 -c 'import junitparser' 2>/dev/null || python3 -m pip install -q junitparser
+fi
 # The Kubernetes API's published schemas, for `imgsan batch --emit k8s` (tests/batch.rs).
 have kubernetes-validate || python3 -m pip install -q kubernetes-validate

@@ -9,7 +9,7 @@ use crate::disk::lvm::{self, Lvm, LvmSummary};
 use crate::disk::partition::{self, Partition, Table};
 use crate::disk::probe::{self, FsType, Probed};
 use crate::disk::{self, Disk, DiskInfo, OpenOptions, Slice};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::guest::VolumeId;
 
 /// Which logical volume an image volume is.
@@ -82,6 +82,9 @@ pub struct Image {
     pub lvm: Lvm,
 }
 
+/// The smallest image that can hold anything: one 512-byte sector (an MBR).
+const MIN_DISK: u64 = 512;
+
 impl Image {
     /// Open an image file, read its partition table and probe every volume.
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<Self> {
@@ -91,6 +94,15 @@ impl Image {
 
     /// The same over an already opened disk.
     pub fn from_disk(path: &Path, disk: Arc<dyn Disk>) -> Result<Self> {
+        // A text file or a truncated download is no disk: say so instead of
+        // describing it as a raw disk without partitions.
+        if disk.len() < MIN_DISK {
+            return Err(Error::unsupported(format!(
+                "{}: a {}-byte image is too small to hold a partition table or a filesystem (an MBR alone takes {MIN_DISK} bytes)",
+                path.display(),
+                disk.len()
+            )));
+        }
         let info = disk.info();
         let table = partition::read(disk.as_ref())?;
         let mut volumes = Vec::new();

@@ -25,5 +25,6 @@ pub mod rules;
 pub mod sanitize;
 pub mod tree;
 pub mod units;
+pub mod upload;
 
 pub use error::{Error, ErrorKind, Location, Result};

@@ -27,6 +27,7 @@ use crate::progress::{Progress, Unit};
 use crate::repack::{self, DiskSize, Rebuild, VolumeOutcome};
 use crate::sanitize::{self, Context, Layout, SanitizeReport};
 use crate::tree::{Kind, Tree};
+use crate::upload::{self, ShrinkDecision, SizeChoice};
 
 /// What a sanitize run is asked, besides the image.
 #[derive(Debug, Clone, Default)]
@@ -43,6 +44,10 @@ pub struct SanitizeOptions {
     pub dry_run: bool,
     /// Hash every kept file for a manifest.
     pub manifest: bool,
+    /// Whether `size` was asked for, or left to the guest: with
+    /// [`SizeChoice::Auto`] the disk shrinks when the guest grows its root
+    /// filesystem at first boot ([`upload::grows_itself`]).
+    pub size_choice: SizeChoice,
 }
 
 /// Why a run stopped before writing.
@@ -179,12 +184,14 @@ pub fn sanitize_into(
     let mut report = check::report(&volumes, inputs, info);
     report.set_mode(Mode::Sanitize);
     let rule_runs = |rule: &str| {
-        inputs.rules.sanitize.enabled(rule)
-            && !opts.rules.disabled.contains(rule)
-            && inputs
-                .request
-                .as_ref()
-                .is_none_or(|r| r.excepts(rule).is_none())
+        // The request's exclusions always run (they are the request's own).
+        rule == sanitize::REQUEST_EXCLUDE
+            || (inputs.rules.sanitize.enabled(rule)
+                && !opts.rules.disabled.contains(rule)
+                && inputs
+                    .request
+                    .as_ref()
+                    .is_none_or(|r| r.excepts(rule).is_none()))
     };
     report.resolve_fixers(rule_runs);
     if !report.summary.passed && !opts.force {
@@ -198,7 +205,7 @@ pub fn sanitize_into(
 
     // The rules, on the trees.
     progress.start("sanitize", 0, Unit::Items);
-    let (layout, base) = {
+    let (layout, base, os) = {
         let ids: Vec<_> = volumes.iter().map(|v| v.id.clone()).collect();
         let trees: Vec<Option<&Tree>> = volumes.iter().map(|v| v.tree.as_ref()).collect();
         let guest = assemble(&ids, trees)?.ok_or_else(|| {
@@ -210,9 +217,12 @@ pub fn sanitize_into(
             ns: &guest.ns,
             limit: FACT_FILE_LIMIT,
         })?;
+        unknown_kept_users(&guest.ns, &opts.rules.keep_users)?;
         (
             Layout::of(&guest),
-            os.and_then(|os| sanitize::base_for(&inputs.rules.policy, &os)),
+            os.as_ref()
+                .and_then(|os| sanitize::base_for(&inputs.rules.policy, os)),
+            os,
         )
     };
     let cx = Context::new(&inputs.rules, base, inputs.request.as_ref(), &opts.rules);
@@ -231,6 +241,22 @@ pub fn sanitize_into(
         v.tree = t.take();
     }
     report.set_recheck(check::findings(&volumes, inputs));
+    // What the upload needs from the cleaned guest, read while the trees are here.
+    let guest_part = {
+        let ids: Vec<_> = volumes.iter().map(|v| v.id.clone()).collect();
+        let view: Vec<Option<&Tree>> = volumes.iter().map(|v| v.tree.as_ref()).collect();
+        let packages = package_names(&report.facts);
+        match assemble(&ids, view)? {
+            Some(g) => upload::read_guest(
+                image,
+                &g.ns,
+                os.as_ref(),
+                &packages,
+                inputs.request.as_ref(),
+            ),
+            None => upload::GuestPart::default(),
+        }
+    };
     let trees: Vec<Option<Tree>> = volumes.iter_mut().map(|v| v.tree.take()).collect();
     progress.finish();
     if !report.summary.passed && !opts.force {
@@ -255,9 +281,20 @@ pub fn sanitize_into(
             })
         })
         .collect();
+    let (size, mut shrink) = choose_size(image, &layout, opts, &guest_part);
     progress.start("plan", 0, Unit::Items);
-    let repacked = repack::plan_with(image, &ext4, opts.size, &opts.lvm)?;
+    let repacked = repack::plan_with(image, &ext4, size, &opts.lvm)?;
     progress.finish();
+    if shrink.shrunk && repacked.plan.len >= image.disk.len() {
+        shrink = ShrinkDecision {
+            shrunk: false,
+            reason: "no-gain",
+            detail: format!(
+                "{}; shrinking would not make the disk smaller",
+                shrink.detail
+            ),
+        };
+    }
 
     let (files_kept, bytes_kept) = kept(&ext4);
     let mut summary = OutputSummary {
@@ -271,14 +308,17 @@ pub fn sanitize_into(
         bytes_kept,
         planned_data_bytes: repacked.plan.data_bytes(),
         dry_run: opts.dry_run,
-        forced: opts.force && !report.summary.passed,
+        // A dry run writes nothing, forced or not.
+        forced: opts.force && !report.summary.passed && !opts.dry_run,
         manifest: None,
     };
     let mut manifest = Vec::new();
+    let mut digests = None;
     if !opts.dry_run {
         let hashing = Hashing {
             output: true,
             files: opts.manifest,
+            digests: true,
         };
         let stats = write_plan_into(&repacked.plan, target, progress, hashing, Some(group))?;
         summary.path = Some(match target {
@@ -287,17 +327,162 @@ pub fn sanitize_into(
         });
         summary.data_bytes = Some(stats.data_bytes);
         summary.blake3 = stats.blake3.map(|h| h.to_hex().to_string());
+        digests = stats.digests;
         if opts.manifest {
             manifest = manifest_entries(&ext4, &layout, image, &stats)?;
         }
     }
     report.output = serde_json::to_value(&summary).ok();
+    let up = upload::upload(
+        &guest_part,
+        &upload::UploadInputs {
+            request: inputs.request.as_ref(),
+            name: report.image.name.as_deref(),
+            description: report.image.description.as_deref(),
+            size_bytes: repacked.plan.len,
+            file: summary.path.as_deref(),
+            digests,
+            shrink,
+        },
+    );
+    report.upload = serde_json::to_value(&up).ok();
     Ok(Outcome {
         report,
         blocked: false,
         output: Some(summary),
         manifest,
     })
+}
+
+/// The output's size: what was asked, or with [`SizeChoice::Auto`], shrunk when the
+/// guest grows its root filesystem at first boot and that filesystem is the disk's
+/// last partition (what growpart can grow), else kept; with the reason either way.
+fn choose_size(
+    image: &Image,
+    layout: &Layout,
+    opts: &SanitizeOptions,
+    guest: &upload::GuestPart,
+) -> (DiskSize, ShrinkDecision) {
+    let decision = |shrunk, reason, detail: String| ShrinkDecision {
+        shrunk,
+        reason,
+        detail,
+    };
+    match opts.size_choice {
+        SizeChoice::Shrink => (
+            opts.size,
+            decision(true, "requested", "shrunk as asked (--shrink)".into()),
+        ),
+        SizeChoice::Keep => (
+            opts.size,
+            decision(
+                false,
+                "kept-by-option",
+                match opts.size {
+                    DiskSize::Bytes(n) => format!("the size asked for (--size {n})"),
+                    _ => "kept the size as asked (--keep-size)".into(),
+                },
+            ),
+        ),
+        SizeChoice::Auto => {
+            let last = (0..image.volumes.len())
+                .max_by_key(|&i| image.volumes[i].start + image.volumes[i].len);
+            match &guest.grows {
+                Some(Ok(ev)) if last == Some(layout.root) => (
+                    DiskSize::Shrink { margin: None },
+                    decision(
+                        true,
+                        "guest-grows-itself",
+                        format!(
+                            "shrunk: the guest grows its root filesystem to the disk at first boot ({}); --keep-size keeps the size",
+                            ev.join(", ")
+                        ),
+                    ),
+                ),
+                Some(Ok(_)) => (
+                    DiskSize::Same,
+                    decision(
+                        false,
+                        "guest-does-not-grow",
+                        "kept the size: the root filesystem is not the disk's last partition, so growpart could not grow it into the space shrinking frees".into(),
+                    ),
+                ),
+                Some(Err(why)) => (
+                    DiskSize::Same,
+                    decision(
+                        false,
+                        "guest-does-not-grow",
+                        format!(
+                            "kept the size: the guest would not grow its root filesystem at first boot ({why}); --shrink shrinks anyway"
+                        ),
+                    ),
+                ),
+                None => (
+                    DiskSize::Same,
+                    decision(
+                        false,
+                        "guest-does-not-grow",
+                        "kept the size: no guest root filesystem".into(),
+                    ),
+                ),
+            }
+        }
+    }
+}
+
+/// Refuses `--keep-user` names that are no account of the guest's /etc/passwd: a
+/// typo would otherwise keep nothing, silently.
+fn unknown_kept_users(
+    ns: &crate::guest::namespace::Namespace<'_>,
+    keep: &std::collections::BTreeSet<String>,
+) -> std::result::Result<(), SanitizeError> {
+    if keep.is_empty() {
+        return Ok(());
+    }
+    let passwd = ns.read(b"/etc/passwd", FACT_FILE_LIMIT).unwrap_or_default();
+    let names: std::collections::BTreeSet<&[u8]> = passwd
+        .split(|&b| b == b'\n')
+        .filter_map(|l| l.split(|&b| b == b':').next())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let missing: Vec<&str> = keep
+        .iter()
+        .filter(|k| !names.contains(k.as_bytes()))
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(SanitizeError::Usage(format!(
+            "--keep-user names no account of the guest's /etc/passwd: {}",
+            missing.join(", ")
+        )))
+    }
+}
+
+/// Installed package names, from the facts' dpkg records (state installed) or rpm
+/// records.
+fn package_names(facts: &serde_json::Value) -> Vec<String> {
+    let list = |k: &str| {
+        facts
+            .get("packages")
+            .and_then(|p| p.get(k))
+            .and_then(|l| l.as_array())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let installed = |p: &serde_json::Value| {
+        p.get("status")
+            .and_then(|s| s.get("state"))
+            .and_then(|s| s.as_str())
+            .is_none_or(|s| matches!(s, "installed" | "triggers-pending" | "triggers-awaited"))
+    };
+    list("dpkg")
+        .iter()
+        .filter(|p| installed(p))
+        .chain(list("rpm").iter())
+        .filter_map(|p| p.get("name").and_then(|n| n.as_str()).map(str::to_string))
+        .collect()
 }
 
 /// BLAKE3 of a whole file: read in 16 MiB pieces (a memory map would make the

@@ -457,6 +457,12 @@ fn attempt(
         } else {
             DiskSize::Same
         },
+        // A batch entry says whether to shrink; it is not guessed from the guest.
+        size_choice: if e.shrink {
+            crate::upload::SizeChoice::Shrink
+        } else {
+            crate::upload::SizeChoice::Keep
+        },
         lvm: Default::default(),
         dry_run: false,
         manifest: e.manifest,

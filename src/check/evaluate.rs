@@ -178,7 +178,12 @@ pub fn evaluate(f: &Facts, inputs: &Inputs) -> (Vec<String>, Vec<Finding>) {
         .collect();
     out.extend(daemons::check_open_daemons(policy, &configs));
 
-    match SoftwareMatcher::new(&rules.denylist, rules.allowlist(inputs.request.as_ref())) {
+    let matcher = SoftwareMatcher::new(&rules.denylist, rules.allowlist(inputs.request.as_ref()))
+        .map(|m| match inputs.request.as_ref() {
+            Some(r) => m.with_excluded(&r.exclude),
+            None => m,
+        });
+    match matcher {
         Ok(m) => {
             run.extend(ids(software::IDS));
             let packages: Vec<String> = f

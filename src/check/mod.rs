@@ -232,7 +232,9 @@ pub fn report(volumes: &[LoadedVolume], inputs: &Inputs, mut image: ImageInfo) -
     let sanitize = &inputs.rules.sanitize;
     let request = inputs.request.as_ref();
     r.resolve_fixers(|rule| {
-        sanitize.enabled(rule) && request.is_none_or(|req| req.excepts(rule).is_none())
+        // The request's own exclusions always run.
+        rule == crate::sanitize::REQUEST_EXCLUDE
+            || (sanitize.enabled(rule) && request.is_none_or(|req| req.excepts(rule).is_none()))
     });
     r
 }

@@ -73,13 +73,13 @@ impl CheckArgs {
 pub struct SizeArgs {
     /// Make the disk as small as its last filesystem allows, plus a margin.
     #[arg(long, conflicts_with = "size")]
-    shrink: bool,
+    pub shrink: bool,
     /// Free space kept by --shrink (default: the larger of 10% and 256M).
     #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "shrink")]
     margin: Option<u64>,
     /// Make the disk exactly SIZE bytes (suffixes K, M, G, T: powers of 1024).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    size: Option<u64>,
+    pub size: Option<u64>,
     /// Give LVM volume groups, PVs and LVs new random UUIDs (filesystem UUIDs
     /// are kept).
     #[arg(long)]

@@ -57,6 +57,12 @@ pub struct Args {
     dry_run: bool,
     #[command(flatten)]
     size: SizeArgs,
+    /// Keep the disk's size. Without --shrink, --size or this, the disk is
+    /// shrunk when the guest grows its root filesystem at first boot
+    /// (cloud-init's growpart and resizefs, and the growpart program), and
+    /// kept otherwise; the report says which and why.
+    #[arg(long, conflicts_with_all = ["shrink", "size"])]
+    keep_size: bool,
     /// Write a manifest of every kept file (path, mode, owner, size, BLAKE3),
     /// hashed while the output is written.
     #[arg(long, value_name = "FILE")]
@@ -92,6 +98,7 @@ pub fn run(args: &Args, cli: &Cli) -> anyhow::Result<u8> {
         force,
         dry_run,
         size,
+        keep_size,
         manifest,
         report: report_path,
         format,
@@ -141,6 +148,13 @@ pub fn run(args: &Args, cli: &Cli) -> anyhow::Result<u8> {
         lvm: size.lvm_options(),
         dry_run: *dry_run,
         manifest: manifest.is_some(),
+        size_choice: if size.shrink {
+            imgsan::upload::SizeChoice::Shrink
+        } else if size.size.is_some() || *keep_size {
+            imgsan::upload::SizeChoice::Keep
+        } else {
+            imgsan::upload::SizeChoice::Auto
+        },
     };
     let progress = progress_for(cli);
     // The image, the manifest and the report become final together, or none.

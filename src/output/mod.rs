@@ -2,6 +2,7 @@
 
 pub mod assemble;
 pub mod convert;
+pub mod digest;
 pub mod guard;
 pub mod hash;
 pub mod plan;

@@ -172,7 +172,93 @@ pub fn render_text(report: &Report, color: bool) -> String {
             "checks"
         ),
     );
+    if let Some(v) = &report.upload {
+        upload_text(&mut out, v);
+    }
     out
+}
+
+/// The upload section, last: what Glance needs, then the command line to upload.
+fn upload_text(out: &mut String, v: &serde_json::Value) {
+    let st = |k: &str| v.get(k).and_then(|x| x.as_str());
+    let _ = writeln!(out, "\nUpload");
+    if let Some(s) = v.get("shrink") {
+        let detail = s.get("detail").and_then(|x| x.as_str()).unwrap_or("");
+        let _ = writeln!(out, "  size: {}", escape_terminal(detail));
+    }
+    let _ = writeln!(
+        out,
+        "  disk_format {}, container_format {}, min_disk {} GiB ({})",
+        st("disk_format").unwrap_or("raw"),
+        st("container_format").unwrap_or("bare"),
+        v.get("min_disk").and_then(|x| x.as_u64()).unwrap_or(0),
+        human(v.get("size_bytes").and_then(|x| x.as_u64()).unwrap_or(0)),
+    );
+    if let Some(h) = st("checksum") {
+        let _ = writeln!(out, "  checksum (md5) {h}");
+    }
+    if let Some(h) = st("os_hash_value") {
+        let _ = writeln!(out, "  os_hash_value (sha512) {h}");
+    }
+    for (k, val) in v
+        .get("properties")
+        .and_then(|x| x.as_object())
+        .into_iter()
+        .flatten()
+    {
+        let _ = writeln!(
+            out,
+            "  property {k}={}",
+            escape_terminal(val.as_str().unwrap_or(""))
+        );
+    }
+    for n in v
+        .get("notes")
+        .and_then(|x| x.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_str())
+    {
+        let _ = writeln!(out, "  note: {}", escape_terminal(n));
+    }
+    for sw in v
+        .get("installed_software")
+        .and_then(|x| x.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let g = |k: &str| sw.get(k).and_then(|x| x.as_str());
+        let version = g("version").map(|x| format!(" {x}")).unwrap_or_default();
+        let whereabouts = match (g("path"), sw.get("present").and_then(|x| x.as_bool())) {
+            (Some(p), Some(true)) => format!(": {p}"),
+            (Some(p), _) => format!(": {p} is not in the image"),
+            (None, _) => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  software {}{}{}",
+            escape_terminal(g("name").unwrap_or("?")),
+            escape_terminal(&version),
+            escape_terminal(&whereabouts)
+        );
+    }
+    let users: Vec<&str> = v
+        .get("share_with")
+        .and_then(|x| x.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_str())
+        .collect();
+    if !users.is_empty() {
+        let _ = writeln!(
+            out,
+            "  share with the projects of: {} (openstack image add project IMAGE PROJECT)",
+            escape_terminal(&users.join(", "))
+        );
+    }
+    if let Some(c) = st("command") {
+        let _ = writeln!(out, "\n{}", escape_terminal(c));
+    }
 }
 
 /// The re-check section: which input findings are gone, which remain, which the
@@ -248,15 +334,17 @@ fn sanitize_text(out: &mut String, v: &serde_json::Value) {
             continue;
         }
         let mut parts = Vec::new();
-        for (k, what) in [
-            ("files_deleted", "deleted"),
-            ("dirs_deleted", "dirs deleted"),
-            ("files_truncated", "truncated"),
-            ("files_overwritten", "overwritten"),
-            ("files_created", "created"),
+        for (k, one, many) in [
+            ("files_deleted", "deleted", "deleted"),
+            ("dirs_deleted", "directory deleted", "directories deleted"),
+            ("files_truncated", "truncated", "truncated"),
+            ("files_overwritten", "overwritten", "overwritten"),
+            ("files_created", "created", "created"),
         ] {
-            if n(r, k) > 0 {
-                parts.push(format!("{} {what}", n(r, k)));
+            match n(r, k) {
+                0 => {}
+                1 => parts.push(format!("1 {one}")),
+                c => parts.push(format!("{c} {many}")),
             }
         }
         if n(r, "bytes_freed") > 0 {
@@ -279,11 +367,15 @@ fn sanitize_text(out: &mut String, v: &serde_json::Value) {
         }
     }
     if let Some(t) = v.get("totals") {
+        let count = |k: &str, one: &str, many: &str| {
+            let c = n(t, k);
+            format!("{c} {}", if c == 1 { one } else { many })
+        };
         let _ = writeln!(
             out,
-            "  total: {} files and {} directories deleted ({} freed), {} truncated, {} overwritten, {} created",
-            n(t, "files_deleted"),
-            n(t, "dirs_deleted"),
+            "  total: {} and {} deleted ({} freed), {} truncated, {} overwritten, {} created",
+            count("files_deleted", "file", "files"),
+            count("dirs_deleted", "directory", "directories"),
             human(n(t, "bytes_freed")),
             n(t, "files_truncated"),
             n(t, "files_overwritten"),
@@ -328,10 +420,11 @@ fn output_text(out: &mut String, v: &serde_json::Value) {
             size("output_size")
         );
     }
+    let kept = u("files_kept").unwrap_or(0);
     let _ = writeln!(
         out,
-        "  kept {} files ({}); disk {}{}",
-        u("files_kept").unwrap_or(0),
+        "  kept {kept} {} ({}); disk {}{}",
+        if kept == 1 { "file" } else { "files" },
         human(u("bytes_kept").unwrap_or(0)),
         human(u("size_bytes").unwrap_or(0)),
         if v.get("table_rewritten").and_then(|x| x.as_bool()) == Some(true) {

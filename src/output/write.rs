@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use super::convert::Target;
+use super::digest::{Chunk, Digester, Digests};
 use super::hash::{self, Part, SegmentHasher, SEGMENT};
 use super::plan::{FileTag, Piece, Plan};
 use super::sink::{aligned_slice, SparseFile, StreamSink};
@@ -29,6 +30,9 @@ pub struct Hashing {
     pub output: bool,
     /// Every file whose bytes the plan's writes are tagged with.
     pub files: bool,
+    /// The whole output's MD5 and SHA-512 (what an image service stores), on
+    /// threads of their own ([`super::digest`]).
+    pub digests: bool,
 }
 
 /// What a plan's execution wrote.
@@ -44,6 +48,8 @@ pub struct WriteStats {
     /// The BLAKE3 of each tagged file's content, when asked for. Files with no
     /// tagged write (empty, inline, all holes) are not here.
     pub files: HashMap<FileKey, blake3::Hash>,
+    /// The output's MD5 and SHA-512, when asked for.
+    pub digests: Option<Digests>,
 }
 
 /// One unit of work: output segment `seg`, touched by writes `first..last`.
@@ -430,8 +436,14 @@ pub fn write_plan_into(
     hashing: Hashing,
     group: Option<&super::temp::OutputGroup>,
 ) -> Result<WriteStats> {
-    let jobs = jobs(plan, hashing.output);
+    let jobs = jobs(plan, hashing.output || hashing.digests);
     let fh = hashing.files.then(|| FileHashing::new(plan));
+    let digester = match hashing.digests {
+        true => Some(
+            Digester::start().map_err(|e| crate::Error::io("starting the digest threads", e))?,
+        ),
+        false => None,
+    };
     progress.start("write", plan.data_bytes(), Unit::Bytes);
     let mut parts: Vec<(u64, Part)> = Vec::new();
     let data_bytes = match target {
@@ -439,18 +451,30 @@ pub fn write_plan_into(
             let sink = SparseFile::create(path, plan.len)?;
             let written = AtomicU64::new(0);
             let pool = io_pool();
-            let run = || {
-                jobs.par_iter()
-                    .map_init(
-                        || (Vec::new(), Vec::new()),
-                        |(buf, raw), &job| -> Result<Option<(u64, Part)>> {
-                            let mut co = Coalesce {
-                                sink: &sink,
-                                raw,
-                                start: 0,
-                                len: 0,
-                                written: 0,
-                            };
+            let one =
+                |job: Job, buf: &mut Vec<u8>, raw: &mut Vec<u8>| -> Result<Option<(u64, Part)>> {
+                    let mut co = Coalesce {
+                        sink: &sink,
+                        raw,
+                        start: 0,
+                        len: 0,
+                        written: 0,
+                    };
+                    let p = match &digester {
+                        None => run_job(
+                            plan,
+                            job,
+                            hashing,
+                            fh.as_ref(),
+                            buf,
+                            progress,
+                            &mut |at, b| co.push(at, b),
+                        )?,
+                        Some(d) => {
+                            // The segment's bytes are kept for the digests as they go out.
+                            let s0 = job.seg * SEGMENT;
+                            let len = (plan.len - s0).min(SEGMENT);
+                            let mut seg = (job.first < job.last).then(|| vec![0u8; len as usize]);
                             let p = run_job(
                                 plan,
                                 job,
@@ -458,14 +482,33 @@ pub fn write_plan_into(
                                 fh.as_ref(),
                                 buf,
                                 progress,
-                                &mut |at, b| co.push(at, b),
+                                &mut |at, b| {
+                                    if let Some(seg) = seg.as_mut() {
+                                        let i = (at - s0) as usize;
+                                        seg[i..i + b.len()].copy_from_slice(b);
+                                    }
+                                    co.push(at, b)
+                                },
                             )?;
-                            co.flush()?;
-                            written.fetch_add(co.written, Ordering::Relaxed);
-                            Ok(p.map(|p| (job.seg, p)))
-                        },
+                            d.submit(job.seg, seg.map_or(Chunk::Zeros(len), Chunk::Data));
+                            p
+                        }
+                    };
+                    co.flush()?;
+                    written.fetch_add(co.written, Ordering::Relaxed);
+                    Ok(p.map(|p| (job.seg, p)))
+                };
+            let run = || match &digester {
+                None => jobs
+                    .par_iter()
+                    .map_init(
+                        || (Vec::new(), Vec::new()),
+                        |(buf, raw), &job| one(job, buf, raw),
                     )
-                    .collect::<Result<Vec<_>>>()
+                    .collect::<Result<Vec<_>>>(),
+                // The digests take segments in order: workers take jobs from a shared
+                // counter, lowest first, and wait while they are a window ahead.
+                Some(d) => ordered(&jobs, d, |job, buf, raw| one(job, buf, raw)),
             };
             parts = match &pool {
                 Some(p) => p.install(run),
@@ -504,6 +547,10 @@ pub fn write_plan_into(
                     .collect::<Result<_>>()?;
                 for (job, (seg, p)) in group.iter().zip(filled) {
                     sink.write_at(job.seg * SEGMENT, &seg)?;
+                    if let Some(d) = &digester {
+                        d.wait_turn(job.seg);
+                        d.submit(job.seg, Chunk::Data(seg));
+                    }
                     if let Some(p) = p {
                         parts.push((job.seg, p));
                     }
@@ -514,6 +561,15 @@ pub fn write_plan_into(
                 .map_err(|e| crate::Error::output("standard output", e))?;
             plan.data_bytes()
         }
+    };
+    let digests = match digester {
+        Some(d) => Some(d.finish(hash::segments(plan.len)).ok_or_else(|| {
+            crate::Error::output(
+                "the output's MD5 and SHA-512",
+                std::io::Error::other("a digest thread stopped before the end"),
+            )
+        })?),
+        None => None,
     };
     progress.finish();
     parts.sort_by_key(|p| p.0);
@@ -528,7 +584,57 @@ pub fn write_plan_into(
         data_bytes,
         blake3,
         files: fh.map(FileHashing::hashes).unwrap_or_default(),
+        digests,
     })
+}
+
+/// Runs `jobs` on the current pool's threads in increasing order of segment: each
+/// worker takes the next job from a shared counter and waits for its turn at the
+/// digester before running it, so segments reach the digests about in order and
+/// memory stays bounded by the digester's window.
+fn ordered<T: Send>(
+    jobs: &[Job],
+    d: &Digester,
+    run: impl Fn(Job, &mut Vec<u8>, &mut Vec<u8>) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    use std::sync::atomic::AtomicUsize;
+    let next = AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let results: Mutex<Vec<(usize, T)>> = Mutex::new(Vec::with_capacity(jobs.len()));
+    let first_error: Mutex<Option<crate::Error>> = Mutex::new(None);
+    rayon::broadcast(|_| {
+        let (mut buf, mut raw) = (Vec::new(), Vec::new());
+        loop {
+            if failed.load(Ordering::Relaxed) {
+                break;
+            }
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&job) = jobs.get(i) else { break };
+            d.wait_turn(job.seg);
+            match run(job, &mut buf, &mut raw) {
+                Ok(t) => results
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((i, t)),
+                Err(e) => {
+                    failed.store(true, Ordering::Relaxed);
+                    first_error
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert(e);
+                    // The hashers would wait for this segment for ever.
+                    d.abandon();
+                    break;
+                }
+            }
+        }
+    });
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
+    let mut v = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    v.sort_by_key(|r| r.0);
+    Ok(v.into_iter().map(|r| r.1).collect())
 }
 
 #[cfg(test)]
@@ -642,9 +748,32 @@ mod tests {
         let all = Hashing {
             output: true,
             files: true,
+            digests: true,
         };
         let st = write_plan_hashed(&p, &Target::File(out.clone()), &Silent, all).unwrap();
-        assert_eq!(st.blake3, Some(blake3::hash(&std::fs::read(&out).unwrap())));
+        let written = std::fs::read(&out).unwrap();
+        assert_eq!(st.blake3, Some(blake3::hash(&written)));
+        {
+            use md5::Digest as _;
+            let d = st.digests.expect("digests");
+            assert_eq!(d.md5.as_slice(), md5::Md5::digest(&written).as_slice());
+            assert_eq!(
+                d.sha512.as_slice(),
+                sha2::Sha512::digest(&written).as_slice()
+            );
+        }
+        // The same without the files hashed.
+        let streamed = write_plan_hashed(
+            &p,
+            &Target::File(dir.path().join("o2.raw")),
+            &Silent,
+            Hashing {
+                files: false,
+                ..all
+            },
+        )
+        .unwrap();
+        assert_eq!(streamed.digests, st.digests);
         assert_eq!(st.files.len(), 4);
         assert_eq!(st.files[&(1, 4)], want4);
         assert_eq!(st.files[&(1, 1)], want1);
@@ -669,6 +798,7 @@ mod tests {
         let all = Hashing {
             output: true,
             files: true,
+            digests: true,
         };
         let out = Target::File(dir.path().join("o.raw"));
         let st = write_plan_hashed(&p, &out, &Silent, all).unwrap();

@@ -162,6 +162,11 @@ pub struct Report {
     /// sanitized filesystems, before anything is written.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub recheck: Option<Recheck>,
+    /// Filled by `sanitize` once the output is planned: what an image service
+    /// needs to take it (formats, minimum disk, digests, properties, the
+    /// `openstack image create` line), and whether the disk was shrunk and why.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub upload: Option<serde_json::Value>,
     pub summary: Summary,
 }
 
@@ -237,6 +242,7 @@ impl Report {
             sanitize: None,
             output: None,
             recheck: None,
+            upload: None,
             summary: Summary::default(),
         };
         r.summary = r.compute_summary();

@@ -43,6 +43,9 @@ pub struct SoftwareMatcher<'a> {
     by_size: HashMap<u64, Vec<(usize, [u8; 32])>>,
     license_paths: GlobSet,
     vendors: HashMap<String, usize>,
+    /// The request's `exclude` globs: what they match is deleted from the output
+    /// by the `request-exclude` rule.
+    excluded: Option<GlobSet>,
 }
 
 impl<'a> SoftwareMatcher<'a> {
@@ -85,6 +88,33 @@ impl<'a> SoftwareMatcher<'a> {
             by_size,
             license_paths: build(lf)?,
             vendors,
+            excluded: None,
+        })
+    }
+
+    /// Takes the request's `exclude` globs into account: a match only in places
+    /// they delete is fixed by `request-exclude`, so it does not block before the
+    /// rules ran (the re-check then confirms it is gone).
+    pub fn with_excluded(mut self, globs: &[crate::rules::PathGlob]) -> Self {
+        if globs.is_empty() {
+            return self;
+        }
+        let mut b = GlobSetBuilder::new();
+        for g in globs {
+            b.add(g.glob().clone());
+        }
+        self.excluded = b.build().ok();
+        self
+    }
+
+    /// The rule that deletes `path`: a default rule's place, or the request's
+    /// exclusions (the path itself, or its contents).
+    fn deleted_by(&self, path: &str) -> Option<&'static str> {
+        deleted_by(path).or_else(|| {
+            let set = self.excluded.as_ref()?;
+            let inside = format!("{}/x", path.trim_end_matches('/'));
+            (set.is_match(path) || set.is_match(&inside))
+                .then_some(crate::sanitize::REQUEST_EXCLUDE)
         })
     }
 
@@ -229,7 +259,7 @@ pub fn check_software(
                 );
                 let f = finding(policy, "software.license-file", format!("{} licence file: licensed software, or the address of a site's licence server", d.format.as_str()))
                     .map(|f| f.with_evidence(ev).hint("remove the licence file and the software it unlocks"));
-                out.extend(f.map(|f| match deleted_by(&lic.path) {
+                out.extend(f.map(|f| match matcher.deleted_by(&lic.path) {
                     Some(rule) => f.fixed_by(rule),
                     None => f,
                 }));
@@ -262,7 +292,7 @@ pub fn check_software(
             let rules: BTreeSet<Option<&str>> = h
                 .places
                 .iter()
-                .map(|p| p.as_deref().and_then(deleted_by))
+                .map(|p| p.as_deref().and_then(|p| matcher.deleted_by(p)))
                 .collect();
             match rules.into_iter().collect::<Vec<_>>().as_slice() {
                 [Some(rule)] => Some(*rule),

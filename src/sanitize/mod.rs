@@ -23,7 +23,7 @@ pub mod edit;
 mod fstab;
 pub mod report;
 pub mod resolve;
-mod ssh;
+pub(crate) mod ssh;
 mod varlog;
 
 use std::collections::BTreeSet;

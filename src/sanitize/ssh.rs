@@ -143,7 +143,7 @@ fn ssh_unit(ns: &Namespace<'_>, prefer_ssh: bool) -> Option<(String, String)> {
 
 /// Whether cloud-init's units are installed and enabled (what its
 /// sshd-keygen stand-down drop-in tests), with evidence; or why not.
-fn cloud_init_enabled(ns: &Namespace<'_>) -> Result<Vec<String>, String> {
+pub(crate) fn cloud_init_enabled(ns: &Namespace<'_>) -> Result<Vec<String>, String> {
     let mut ev = Vec::new();
     let bin = ["/usr/bin/cloud-init", "/usr/local/bin/cloud-init"]
         .into_iter()
