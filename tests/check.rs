@@ -919,7 +919,10 @@ fn every_check_triggers_and_passes() {
             label: "a description past the 255-character property limit",
             fixture: "u20-clean",
             ask: with(|a| {
-                a.description = Some(format!("Ubuntu 20.04 for the lab: {}", "samtools ".repeat(32)))
+                a.description = Some(format!(
+                    "Ubuntu 20.04 for the lab: {}",
+                    "samtools ".repeat(32)
+                ))
             }),
             triggers: &["description.too-long"],
             passes: &["description.near-limit", "description.too-short"],
@@ -929,7 +932,10 @@ fn every_check_triggers_and_passes() {
             label: "a description close to the limit is a warning",
             fixture: "u20-clean",
             ask: with(|a| {
-                a.description = Some(format!("Ubuntu 20.04 for the lab: {}", "samtools ".repeat(24)))
+                a.description = Some(format!(
+                    "Ubuntu 20.04 for the lab: {}",
+                    "samtools ".repeat(24)
+                ))
             }),
             triggers: &["description.near-limit"],
             passes: &["description.too-long"],
