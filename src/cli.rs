@@ -82,8 +82,11 @@ enum Command {
     /// ext4 filesystem fresh from the cleaned files, so deleted data is gone, not
     /// just unlinked; (5) write the
     /// whole disk as sparse RAW under a temporary name, renamed when complete.
-    /// The partition table, boot code, BIOS boot and EFI partitions are copied;
-    /// swap is re-created empty. The input is never modified.
+    /// Only what can be accounted for is copied: boot code, the partition table,
+    /// GRUB's embedded core image, BIOS boot and EFI partitions; swap and volumes
+    /// the guest never mounts are re-created empty; every other byte is a hole.
+    /// A partition imgsan can neither rebuild nor classify is refused (exit 3)
+    /// unless --keep-partition names it. The input is never modified.
     ///
     /// The report (text, JSON or JUnit) says what every rule did, the input's
     /// and output's sizes and BLAKE3 hashes. Exit codes: 0 written and clean;
@@ -131,6 +134,16 @@ enum Command {
         /// Keep this human account (repeatable).
         #[arg(long, value_name = "NAME")]
         keep_user: Vec<String>,
+        /// Copy partition N verbatim although imgsan cannot rebuild it or tell
+        /// that it holds only boot code (repeatable; the report records it).
+        /// Without it such a partition refuses the run (exit 3).
+        #[arg(long, value_name = "N")]
+        keep_partition: Vec<u32>,
+        /// Keep Linux volumes the guest's fstab never mounts (the "anywhere"
+        /// rules, such as shell histories, still run on them). By default they
+        /// are re-created empty with the same UUID and label.
+        #[arg(long)]
+        keep_unmounted: bool,
         #[command(flatten)]
         check: CheckArgs,
         /// Force the image format instead of detecting it.
@@ -143,8 +156,10 @@ enum Command {
     /// memory) and built anew with the source's geometry: same UUID, label, block
     /// and inode size, features, hash and checksum seeds. Free space becomes holes,
     /// so nothing deleted survives. Swap is re-created empty with the same UUID and
-    /// label. Everything else (partition table, boot code, BIOS boot and EFI
-    /// partitions, unknown partitions) is copied verbatim.
+    /// label. Boot code, the partition table, GRUB's embedded core image, BIOS
+    /// boot and EFI partitions are copied; a partition imgsan cannot rebuild is
+    /// copied verbatim and named on standard error; gaps between partitions are
+    /// holes. An image with nothing to rebuild exits 3.
     #[command(
         after_help = "Examples:\n  imgsan repack disk.qcow2 -o disk.raw\n  imgsan repack disk.raw -o small.raw --shrink\n  imgsan repack disk.raw -o big.raw --size 20G"
     )]
@@ -557,6 +572,8 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             disable,
             no_hygiene,
             keep_user,
+            keep_partition,
+            keep_unmounted,
             check: check_args,
             image_format,
         } => {
@@ -586,6 +603,8 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                 size: size.disk_size(),
                 dry_run: *dry_run,
                 manifest: manifest.is_some(),
+                keep_partitions: keep_partition.iter().copied().collect(),
+                keep_unmounted: *keep_unmounted,
             };
             let progress = progress_for(cli);
             let mut outcome = match imgsan::pipeline::sanitize(
@@ -660,7 +679,12 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                 .with_context(|| input.display().to_string())?;
             let volumes = imgsan::repack::read_volumes(&image, &Default::default())
                 .with_context(|| input.display().to_string())?;
-            let repacked = imgsan::repack::plan(&image, &volumes, size.disk_size())
+            let plan_opts = imgsan::repack::PlanOptions {
+                size: size.disk_size(),
+                others: imgsan::repack::Others::CopyNoted,
+                ..Default::default()
+            };
+            let repacked = imgsan::repack::plan(&image, &volumes, &plan_opts)
                 .with_context(|| input.display().to_string())?;
             let target = if output.as_os_str() == "-" {
                 Target::Stdout

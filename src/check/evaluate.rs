@@ -47,6 +47,21 @@ pub fn filesystems(f: &Facts) -> Vec<PolicyVolume> {
         .collect()
 }
 
+/// Volumes with a read Linux filesystem that the guest does not mount.
+pub fn unmounted(f: &Facts) -> Vec<pg::UnmountedFacts> {
+    f.volumes
+        .iter()
+        .filter(|v| v.read && v.mount_point.is_none())
+        .map(|v| pg::UnmountedFacts {
+            name: v.name.clone(),
+            fstype: v.fs_type().to_string(),
+            size: v.size,
+            entries: v.top_entries.clone(),
+            entry_count: v.top_entry_count,
+        })
+        .collect()
+}
+
 /// fstab entries as the volume checks see them.
 pub fn fstab_entries(f: &Facts) -> Vec<FstabEntryFacts> {
     f.mounts
@@ -156,6 +171,9 @@ pub fn evaluate(f: &Facts, inputs: &Inputs) -> (Vec<String>, Vec<Finding>) {
         run.extend(ids(pg::VOLUME_IDS));
         out.extend(pg::check_volumes(policy, &fstab_entries(f)));
     }
+
+    run.extend(ids(pg::UNMOUNTED_IDS));
+    out.extend(pg::check_unmounted(policy, &unmounted(f)));
 
     run.extend(ids(pg::ACCESS_IDS));
     out.extend(pg::check_access(policy, access(f)));
