@@ -47,11 +47,16 @@ pub fn filesystems(f: &Facts) -> Vec<PolicyVolume> {
         .collect()
 }
 
-/// Volumes with a read Linux filesystem that the guest does not mount.
+/// Volumes with a read Linux filesystem that the guest's fstab does not mount
+/// (none without an fstab: then nothing says what is mounted), except one that
+/// holds a boot loader.
 pub fn unmounted(f: &Facts) -> Vec<pg::UnmountedFacts> {
+    if !f.fstab_present {
+        return Vec::new();
+    }
     f.volumes
         .iter()
-        .filter(|v| v.read && v.mount_point.is_none())
+        .filter(|v| v.read && v.mount_point.is_none() && !v.boot_files)
         .map(|v| pg::UnmountedFacts {
             name: v.name.clone(),
             fstype: v.fs_type().to_string(),

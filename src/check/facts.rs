@@ -97,6 +97,9 @@ pub struct VolumeFacts {
     /// How many entries its root directory has.
     #[serde(skip)]
     pub top_entry_count: usize,
+    /// Its root holds a boot loader or kernels (a /boot).
+    #[serde(skip)]
+    pub boot_files: bool,
 }
 
 /// How many root-directory names a volume's facts keep.
@@ -383,6 +386,10 @@ fn volume_facts(v: &LoadedVolume) -> VolumeFacts {
             })
             .unwrap_or_default(),
         top_entry_count: v.tree.as_ref().map_or(0, |t| t.entries(t.root).len()),
+        boot_files: v
+            .tree
+            .as_ref()
+            .is_some_and(crate::guest::assemble::holds_boot_files),
     }
 }
 

@@ -73,11 +73,21 @@ impl Layout {
         }
     }
 
-    /// Volumes that have a tree but are neither the root nor mounted.
+    /// Volumes that have a tree but are neither the root nor mounted by the
+    /// guest's fstab. None when the guest has no fstab (nothing then says what it
+    /// mounts); a volume holding a boot loader or kernels is not one (the
+    /// firmware reads it).
     pub fn unmounted_volumes(&self, trees: &[Option<Tree>]) -> Vec<usize> {
+        if self.fstab.is_empty() {
+            return Vec::new();
+        }
         (0..trees.len())
             .filter(|&i| {
-                trees[i].is_some() && i != self.root && !self.mounts.iter().any(|(_, v)| *v == i)
+                trees[i]
+                    .as_ref()
+                    .is_some_and(|t| !crate::guest::assemble::holds_boot_files(t))
+                    && i != self.root
+                    && !self.mounts.iter().any(|(_, v)| *v == i)
             })
             .collect()
     }
