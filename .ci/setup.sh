@@ -63,6 +63,8 @@ if [ ${#need_pkgs[@]} -gt 0 ] || [ ${#bp_pkgs[@]} -gt 0 ]; then
   if [ ${#bp_pkgs[@]} -gt 0 ]; then
     apt-get install -y -q -t bookworm-backports "${bp_pkgs[@]}"
   fi
+  # The downloaded packages are not needed once installed; CI disks are small.
+  apt-get clean
 fi
 
 # cargo-fuzz runs the fuzz targets for a bounded time (nightly toolchain).

@@ -17,11 +17,9 @@ use std::io::Write;
 
 use crate::check::LoadedVolume;
 use crate::error::Error;
-use crate::fs::ext4::read::VolumeInfo;
 use crate::guest::{Namespace, Pos};
 use crate::rules::Date;
 use crate::tree::{Kind, Node, Tree};
-use crate::units::human;
 
 /// File bytes are copied to the output in pieces of this size at most.
 const CHUNK: u64 = 1 << 20;
@@ -425,46 +423,38 @@ pub fn escape_name(name: &[u8]) -> String {
     s
 }
 
-/// The details `imgsan inspect` shows for one ext2/3/4 filesystem.
+/// The details `imgsan inspect` shows for one filesystem.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FsDetails {
     /// "partition 2" or "the whole disk".
     pub volume: String,
-    /// "ext4", "ext3", "ext2".
+    /// "ext4", "ext3", "ext2", "xfs".
     pub fs_type: Option<String>,
-    /// Superblock and group-descriptor facts: label, uuid, features, block and
-    /// inode size, counts, state, journal, orphans.
+    /// The filesystem's own facts (label, uuid, features, sizes, counts, state,
+    /// journal or log, what replay did).
     #[serde(flatten)]
-    pub info: VolumeInfo,
-    /// `used_blocks` and `free_blocks` in bytes.
-    pub used_bytes: u64,
-    pub free_bytes: u64,
-    /// What journal replay did (zero when none was needed).
-    pub transactions_replayed: u64,
-    pub blocks_replayed: u64,
-    pub blocks_revoked: u64,
-    /// Replay notes (a torn last transaction, fast commits not replayed, ...).
-    pub journal_notes: Vec<String>,
+    pub facts: serde_json::Map<String, serde_json::Value>,
+    #[serde(skip)]
+    label: String,
+    #[serde(skip)]
+    uuid: String,
+    #[serde(skip)]
+    text: Vec<String>,
 }
 
-/// Details of every ext2/3/4 volume that was read.
+/// Details of every filesystem that was read.
 pub fn fs_details(volumes: &[LoadedVolume]) -> Vec<FsDetails> {
     volumes
         .iter()
         .filter_map(|v| {
-            let ext = v.ext4.as_ref()?;
-            let info = ext.info.clone();
-            let bs = u64::from(info.block_size);
+            let f = &v.fs.as_ref()?.facts;
             Some(FsDetails {
                 volume: v.name.clone(),
                 fs_type: v.id.fs_type.clone(),
-                used_bytes: info.used_blocks.saturating_mul(bs),
-                free_bytes: info.free_blocks.saturating_mul(bs),
-                transactions_replayed: ext.journal.transactions,
-                blocks_replayed: ext.journal.blocks,
-                blocks_revoked: ext.journal.revoked,
-                journal_notes: ext.journal.notes.clone(),
-                info,
+                facts: f.json.clone(),
+                label: f.label.clone(),
+                uuid: f.uuid.clone(),
+                text: f.text.clone(),
             })
         })
         .collect()
@@ -473,81 +463,22 @@ pub fn fs_details(volumes: &[LoadedVolume]) -> Vec<FsDetails> {
 /// The text form of [`fs_details`], a block per filesystem.
 pub fn render_fs_details(details: &[FsDetails]) -> String {
     let mut o = String::new();
-    let yes_no = |b: bool| if b { "yes" } else { "no" };
     for d in details {
-        let i = &d.info;
         let esc = |s: &str| escape_name(s.as_bytes());
         let _ = writeln!(
             o,
             "\n{} filesystem on {}: UUID {}{}",
-            d.fs_type.as_deref().unwrap_or("ext"),
+            d.fs_type.as_deref().unwrap_or("unknown"),
             d.volume,
-            esc(&i.uuid),
-            if i.label.is_empty() {
+            esc(&d.uuid),
+            if d.label.is_empty() {
                 String::new()
             } else {
-                format!(", label \"{}\"", esc(&i.label))
+                format!(", label \"{}\"", esc(&d.label))
             }
         );
-        let _ = writeln!(o, "  features:     {}", i.features.join(" "));
-        let _ = writeln!(
-            o,
-            "  block size:   {}    inode size: {}    groups: {}",
-            i.block_size, i.inode_size, i.groups
-        );
-        let _ = writeln!(
-            o,
-            "  inodes:       {} total, {} used, {} free ({} reachable from /)",
-            i.inodes_count, i.used_inodes, i.free_inodes, i.reachable_inodes
-        );
-        let _ = writeln!(
-            o,
-            "  blocks:       {} total, {} used ({}), {} free ({}), {} reserved",
-            i.blocks_count,
-            i.used_blocks,
-            human(d.used_bytes),
-            i.free_blocks,
-            human(d.free_bytes),
-            i.reserved_blocks
-        );
-        let _ = writeln!(o, "  state:        {}", i.state);
-        let j = &i.journal;
-        let mut journal = j.kind.clone();
-        if j.kind != "none" {
-            if let Some(ino) = j.inode {
-                let _ = write!(journal, " (inode {ino}, {} blocks)", j.blocks);
-            }
-            let _ = write!(
-                journal,
-                ", needs_recovery {}, replayed {}",
-                yes_no(j.needs_recovery),
-                yes_no(j.replayed)
-            );
-            if j.replayed {
-                let _ = write!(
-                    journal,
-                    " ({} transactions, {} blocks, {} revoked)",
-                    d.transactions_replayed, d.blocks_replayed, d.blocks_revoked
-                );
-            }
-        }
-        let _ = writeln!(o, "  journal:      {journal}");
-        for n in &d.journal_notes {
-            let _ = writeln!(o, "                {}", esc(n));
-        }
-        let _ = writeln!(
-            o,
-            "  orphans:      {}{}",
-            i.orphans,
-            if i.orphans > 0 {
-                " (unreachable, left out)"
-            } else {
-                ""
-            }
-        );
-        // The reader repeats replay notes among its warnings; say them once.
-        for w in i.warnings.iter().filter(|w| !d.journal_notes.contains(w)) {
-            let _ = writeln!(o, "  warning:      {}", esc(w));
+        for line in &d.text {
+            let _ = writeln!(o, "  {}", esc(line));
         }
     }
     o

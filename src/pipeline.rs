@@ -15,7 +15,6 @@ use std::path::Path;
 use crate::check::{self, CheckError, Inputs, LoadedVolume};
 use crate::disk::probe::FsType;
 use crate::error::{Error, Result};
-use crate::fs::ext4::read::Ext4Volume;
 use crate::guest::assemble::{assemble, NsFiles, FACT_FILE_LIMIT};
 use crate::image::Image;
 use crate::inspect::os::identify_guest;
@@ -24,7 +23,7 @@ use crate::output::hash;
 use crate::output::write::{write_plan_hashed, Hashing, WriteStats};
 use crate::policy::{Mode, Report};
 use crate::progress::{Progress, Unit};
-use crate::repack::{self, DiskSize, Others, PlanOptions, VolumeOutcome};
+use crate::repack::{self, DiskSize, Others, PlanOptions, Rebuild, VolumeOutcome};
 use crate::sanitize::resolve::is_below;
 use crate::sanitize::{self, Context, Layout, SanitizeReport};
 use crate::tree::{Kind, Tree};
@@ -38,6 +37,8 @@ pub struct SanitizeOptions {
     pub force: bool,
     /// The output disk's size.
     pub size: DiskSize,
+    /// LVM choices (`--new-lvm-uuids`).
+    pub lvm: repack::lvm::LvmOptions,
     /// Plan and report only; write nothing.
     pub dry_run: bool,
     /// Hash every kept file for a manifest.
@@ -179,7 +180,7 @@ pub fn sanitize(
         return Err(CheckError::Volume { volume, source }.into());
     }
     refuse_unrebuildable(image, &volumes)?;
-    repack::refuse_unaccounted(image, |i| volumes[i].ext4.is_some(), &opts.keep_partitions)?;
+    repack::refuse_unaccounted(image, |i| volumes[i].fs.is_some(), &opts.keep_partitions)?;
 
     let mut info = check::image_info(image);
     info.blake3 = match input_hash {
@@ -276,15 +277,15 @@ pub fn sanitize(
     }
 
     // Rebuild.
-    let ext4: Vec<Option<Ext4Volume>> = volumes
+    let ext4: Vec<Option<Rebuild>> = volumes
         .iter_mut()
         .zip(trees)
         .map(|(v, t)| {
-            v.ext4.take().map(|mut e| {
-                if let Some(t) = t {
-                    e.tree = t;
-                }
-                e
+            let info = v.fs.take()?;
+            Some(Rebuild {
+                // A tree the rules removed rebuilds as an empty filesystem.
+                tree: t.unwrap_or_else(|| Tree::new(crate::tree::Flavor::Synthetic, None)),
+                geometry: info.geometry,
             })
         })
         .collect();
@@ -294,6 +295,7 @@ pub fn sanitize(
         keep_partitions: opts.keep_partitions.clone(),
         others: Others::Refuse,
         emptied,
+        lvm: opts.lvm,
     };
     let repacked = repack::plan(image, &ext4, &plan_opts)?;
     progress.finish();
@@ -371,7 +373,7 @@ fn hash_file(path: &Path) -> Result<blake3::Hash> {
 /// through uncleaned.
 fn refuse_unrebuildable(image: &Image, volumes: &[LoadedVolume]) -> Result<()> {
     for (v, lv) in image.volumes.iter().zip(volumes) {
-        let rebuildable = lv.ext4.is_some();
+        let rebuildable = lv.fs.is_some();
         let linux_fs = matches!(
             v.probed.fs,
             FsType::Ext2 | FsType::Ext3 | FsType::Ext4 | FsType::Xfs
@@ -388,7 +390,7 @@ fn refuse_unrebuildable(image: &Image, volumes: &[LoadedVolume]) -> Result<()> {
 }
 
 /// Regular files in the rebuilt trees, counted once per inode, and their bytes.
-fn kept(ext4: &[Option<Ext4Volume>]) -> (u64, u64) {
+fn kept(ext4: &[Option<Rebuild>]) -> (u64, u64) {
     let (mut n, mut bytes) = (0, 0);
     for e in ext4.iter().flatten() {
         let mut seen = std::collections::HashSet::new();
@@ -407,7 +409,7 @@ fn kept(ext4: &[Option<Ext4Volume>]) -> (u64, u64) {
 /// the hash the writer computed (or, for files the plan does not copy, one
 /// computed here from the tree: inline data, empty or all-hole files).
 fn manifest_entries(
-    ext4: &[Option<Ext4Volume>],
+    ext4: &[Option<Rebuild>],
     layout: &Layout,
     image: &Image,
     stats: &WriteStats,

@@ -1,29 +1,31 @@
-//! Repacking a whole disk: every ext2/3/4 volume is read into a tree and rebuilt
-//! fresh with its source's geometry; swap is re-created empty with the same UUID
-//! and label. Outside the rebuilt volumes only what can be accounted for is
-//! copied: the boot regions ([`crate::disk::partition::boot`]: sector 0, the
-//! tables, GRUB's embedded core image) and the boot-only partitions (BIOS boot,
-//! an EFI system or XBOOTLDR partition holding FAT). A partition with no data is
-//! a hole. Any other partition is refused ([`Others::Refuse`], sanitize's rule)
-//! unless the operator keeps it, or copied with a note ([`Others::CopyNoted`],
-//! repack's). Every other byte is a hole. With a size change, the physically last
-//! volume grows or shrinks and the partition table is rewritten to match.
+//! Repacking a whole disk: every volume with a filesystem imgsan reads (through
+//! [`crate::fs`]) is read into a tree and rebuilt fresh with its source's
+//! geometry; swap is re-created empty with the same UUID and label. Outside the
+//! rebuilt volumes only what can be accounted for is copied: the boot regions
+//! ([`crate::disk::partition::boot`]: sector 0, the tables, GRUB's embedded core
+//! image) and the boot-only partitions (BIOS boot, an EFI system or XBOOTLDR
+//! partition holding FAT). A partition with no data is a hole. Any other
+//! partition is refused ([`Others::Refuse`], sanitize's rule) unless the operator
+//! keeps it, or copied with a note ([`Others::CopyNoted`], repack's). Every other
+//! byte is a hole. With a size change, the physically last volume grows or
+//! shrinks and the partition table is rewritten to match.
 //!
 //! `repack` with no edits is the identity transform (compact, zero free space);
 //! `sanitize` edits the trees between [`read_volumes`] and [`plan`].
 
+pub mod lvm;
+
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use crate::disk::partition::{boot, TypeClass};
 use crate::disk::probe::FsType;
 use crate::disk::{Alloc, Disk};
 use crate::error::{Error, Result};
-use crate::fs::ext4::build::{self, BuildOptions, BuildStats, JournalSpec, TargetSize};
-use crate::fs::ext4::read::{self, Ext4Volume, ReadOptions};
+use crate::fs::{self, BuildStats, Geometry, OpenOptions, TargetSize};
 use crate::image::Image;
 use crate::output::assemble::{self, Fill, Layout, VolumeFill};
 use crate::output::plan::Plan;
+use crate::tree::Tree;
 
 /// The output disk's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -61,6 +63,8 @@ pub struct PlanOptions {
     /// Volumes (by index) whose trees were emptied because the guest never mounts
     /// them: reported as such.
     pub emptied: BTreeSet<usize>,
+    /// The LVM choices of the run.
+    pub lvm: lvm::LvmOptions,
 }
 
 /// What happened to one volume.
@@ -71,7 +75,8 @@ pub struct VolumeOutcome {
     /// "partition 3" or "the whole disk".
     pub name: String,
     /// "rebuilt", "emptied" (re-created empty: not mounted by the guest),
-    /// "verbatim", "swap re-created" or "hole" (no data, nothing written).
+    /// "verbatim", "swap re-created", "LVM PV rewritten" or "hole" (no data,
+    /// nothing written).
     pub action: String,
     /// Why a volume was copied verbatim (or other notes).
     pub note: Option<String>,
@@ -89,49 +94,29 @@ pub struct Repacked {
     pub table_rewritten: bool,
 }
 
-/// Read every ext2/3/4 volume of the image into a tree (journal replayed).
-/// Other volumes get `None`.
-pub fn read_volumes(image: &Image, opts: &ReadOptions) -> Result<Vec<Option<Ext4Volume>>> {
+/// A volume to rebuild: its (possibly edited) tree and its source's geometry.
+pub struct Rebuild {
+    pub tree: Tree,
+    pub geometry: Geometry,
+}
+
+/// Read every volume that holds a filesystem imgsan reads into a tree (journal or
+/// log replayed). Other volumes get `None`.
+pub fn read_volumes(image: &Image, opts: &OpenOptions) -> Result<Vec<Option<Rebuild>>> {
     image
         .volumes
         .iter()
         .map(|v| {
-            if v.is_ext() {
-                read::open(v.disk.clone(), opts)
-                    .map(Some)
-                    .map_err(|e| Error::within(v.name(), e))
-            } else {
-                Ok(None)
-            }
+            fs::open(v.disk.clone(), v.probed.fs, opts)
+                .map(|r| {
+                    r.map(|(tree, info)| Rebuild {
+                        tree,
+                        geometry: info.geometry,
+                    })
+                })
+                .map_err(|e| Error::within(v.name(), e))
         })
         .collect()
-}
-
-/// The build options that recreate a source volume's journal, boot block and
-/// orphan file as they were.
-fn build_options(
-    vol: &Ext4Volume,
-    source: &dyn crate::disk::Disk,
-    size: TargetSize,
-) -> Result<BuildOptions> {
-    let journal = vol.journal_sb.as_ref().map(|j| JournalSpec {
-        blocks: j.s_maxlen,
-        fc_blocks: j.s_num_fc_blks,
-        feature_compat: j.s_feature_compat,
-        feature_incompat: j.s_feature_incompat,
-        feature_ro_compat: j.s_feature_ro_compat,
-        max_transaction: j.s_max_transaction,
-        max_trans_data: j.s_max_trans_data,
-    });
-    let mut boot = vec![0u8; 1024];
-    source.read_at(0, &mut boot)?;
-    Ok(BuildOptions {
-        size,
-        journal,
-        boot_block: Some(Arc::from(boot)),
-        orphan_file_blocks: vol.orphan_file_blocks,
-        ..Default::default()
-    })
 }
 
 /// Whether a volume holds no data: every byte its allocation map calls data is
@@ -220,7 +205,13 @@ pub fn refuse_unaccounted(
         ..PlanOptions::default()
     };
     for (i, v) in image.volumes.iter().enumerate() {
-        if rebuilt(i) || v.probed.fs == FsType::Swap {
+        // LVs and the PVs of a VG are rebuilt through their VG.
+        let in_vg = image
+            .lvm
+            .pvs
+            .iter()
+            .any(|p| p.volume == i && p.vg.is_some());
+        if rebuilt(i) || v.probed.fs == FsType::Swap || v.lv.is_some() || in_vg {
             continue;
         }
         other_fill(v, &opts)?;
@@ -229,12 +220,15 @@ pub fn refuse_unaccounted(
 }
 
 /// Plan the output disk from the image and its (possibly edited) volumes.
-pub fn plan(image: &Image, volumes: &[Option<Ext4Volume>], opts: &PlanOptions) -> Result<Repacked> {
+pub fn plan(image: &Image, volumes: &[Option<Rebuild>], opts: &PlanOptions) -> Result<Repacked> {
     let size = opts.size;
+    let lvm_opts = &opts.lvm;
     let src_len = image.disk.len();
-    // The physically last volume is the one that may change size.
-    let last =
-        (0..image.volumes.len()).max_by_key(|&i| image.volumes[i].start + image.volumes[i].len);
+    // The physically last volume is the one that may change size. LVs live
+    // inside their PVs' partitions and do not count.
+    let last = (0..image.volumes.len())
+        .filter(|&i| image.volumes[i].lv.is_none())
+        .max_by_key(|&i| image.volumes[i].start + image.volumes[i].len);
     let tail = last.map_or(0, |i| {
         src_len - (image.volumes[i].start + image.volumes[i].len)
     });
@@ -244,7 +238,60 @@ pub fn plan(image: &Image, volumes: &[Option<Ext4Volume>], opts: &PlanOptions) -
     let mut outcomes = Vec::new();
     let mut new_lengths = Vec::new();
     let mut out_len = src_len;
+    // The PVs of a VG are planned together with its LVs.
+    let in_vg = |i: usize| {
+        image
+            .lvm
+            .pvs
+            .iter()
+            .any(|p| p.volume == i && p.vg.is_some())
+    };
+    for (vi, _) in image.lvm.vgs.iter().enumerate() {
+        let on_last = |l: usize| {
+            image
+                .lvm
+                .pvs
+                .iter()
+                .any(|p| p.volume == l && p.vg.map(|x| x.0) == Some(vi))
+        };
+        let resize = match last {
+            Some(l) if size != DiskSize::Same && on_last(l) => {
+                let v = &image.volumes[l];
+                let room = match size {
+                    DiskSize::Bytes(n) => {
+                        n.checked_sub(v.start + tail)
+                            .filter(|&r| r >= sector)
+                            .ok_or_else(|| {
+                                Error::unsupported(format!(
+                                    "a {n}-byte disk: {} starts at byte {} and the table needs {tail} bytes after it",
+                                    v.name(),
+                                    v.start
+                                ))
+                            })?
+                            / sector
+                            * sector
+                    }
+                    _ => v.len,
+                };
+                Some((size, room))
+            }
+            _ => None,
+        };
+        let vp = lvm::plan_vg(image, volumes, vi, resize, lvm_opts)?;
+        if let Some((index, len)) = vp.resized {
+            let part_len = len.div_ceil(sector) * sector;
+            if let Some(l) = last {
+                out_len = image.volumes[l].start + part_len + tail;
+            }
+            new_lengths.push((index, part_len));
+        }
+        fills.extend(vp.fills.into_iter().map(|(_, f)| f));
+        outcomes.extend(vp.outcomes);
+    }
     for (i, v) in image.volumes.iter().enumerate() {
+        if v.lv.is_some() || in_vg(i) {
+            continue;
+        }
         let resizable = Some(i) == last && size != DiskSize::Same;
         let mut outcome = VolumeOutcome {
             volume: i,
@@ -272,18 +319,10 @@ pub fn plan(image: &Image, volumes: &[Option<Ext4Volume>], opts: &PlanOptions) -
                         TargetSize::Bytes(room / sector * sector)
                     }
                 };
-                let mut built = build::build(
-                    &ext.tree,
-                    &ext.sb,
-                    &build_options(ext, v.disk.as_ref(), target)?,
-                )?;
+                let mut built = fs::build(&ext.tree, &ext.geometry, target)?;
                 if matches!(size, DiskSize::Shrink { .. }) && resizable && built.plan.len > v.len {
                     // Nothing to gain: the files and the margin need the whole volume.
-                    built = build::build(
-                        &ext.tree,
-                        &ext.sb,
-                        &build_options(ext, v.disk.as_ref(), TargetSize::Bytes(v.len))?,
-                    )?;
+                    built = fs::build(&ext.tree, &ext.geometry, TargetSize::Bytes(v.len))?;
                     outcome.note =
                         Some("shrinking would not make it smaller; kept its size".into());
                 }
@@ -391,6 +430,7 @@ pub fn plan(image: &Image, volumes: &[Option<Ext4Volume>], opts: &PlanOptions) -
     } else {
         (Vec::new(), Vec::new())
     };
+    outcomes.sort_by_key(|o| o.volume);
     let table_rewritten = !table_writes.is_empty();
     if !fills.iter().any(|f| matches!(f.fill, Fill::Rebuilt(_))) {
         return Err(Error::unsupported(

@@ -1,4 +1,7 @@
-//! Sizes for people, one formatter for every report and message.
+//! Text for people, shared by every report and message: one size formatter, and
+//! the escaping of untrusted text for terminals.
+
+use std::fmt::Write as _;
 
 /// 1.5 GiB, 512.0 MiB, 300 B (powers of 1024).
 pub fn human(n: u64) -> String {
@@ -14,6 +17,20 @@ pub fn human(n: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[u])
     }
+}
+
+/// Makes untrusted text safe for a terminal: control characters (C0, DEL, C1,
+/// including ESC) become `\u{..}` escapes; everything else is kept.
+pub fn escape_terminal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -544,7 +544,7 @@ fn host_volumes(fx: &Fixture) -> Vec<LoadedVolume> {
             tree: Some(hosttree::from_dir(&g.root)),
             state: Some(state(fx.live)),
             error: None,
-            ext4: None,
+            fs: None,
         }];
     }
     let mbr = g.options.table == PartitionTable::Mbr;
@@ -588,6 +588,7 @@ fn host_volumes(fx: &Fixture) -> Vec<LoadedVolume> {
                     fs_type: Some(fs_type.into()),
                     uuid,
                     label,
+                    ..Default::default()
                 },
                 size: 0,
                 partition_type: None,
@@ -596,7 +597,7 @@ fn host_volumes(fx: &Fixture) -> Vec<LoadedVolume> {
                 state: tree.as_ref().map(|_| state(false)),
                 tree,
                 error: None,
-                ext4: None,
+                fs: None,
             }
         })
         .collect()

@@ -98,6 +98,7 @@ fn build_with(
             fs_type: (!fs_type.is_empty()).then(|| fs_type.to_string()),
             uuid: (!uuid.is_empty()).then_some(uuid),
             label: (!label.is_empty()).then_some(label),
+            ..Default::default()
         });
     }
     for (i, (host, id)) in extra.into_iter().enumerate() {

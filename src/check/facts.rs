@@ -24,13 +24,14 @@ use crate::inspect::software::{
 };
 use crate::inspect::users::{OwnedAccountFiles, UsersFacts};
 use crate::inspect::{dpkg, os, rpm, users, Warning};
-use crate::policy::guest::HomeItem;
 use crate::policy::post_scripts::{EntryKind, PostScript, PostScriptsFacts};
 use crate::policy::software::{FileEntry, FoundLicense, SoftwareMatcher};
 use crate::rules::RuleSet;
 use crate::tree::{Kind, Tree};
 
+pub(crate) use super::walk::text;
 use super::walk::{self, WalkStats};
+pub use super::walk::{DaemonConfig, HomeSoftware};
 use super::LoadedVolume;
 
 /// Everything known about the image's guest.
@@ -230,16 +231,6 @@ pub struct CloudFacts {
     pub last_update: Option<LastUpdate>,
 }
 
-/// A daemon configuration file found in the guest.
-#[derive(Debug, Clone, Serialize)]
-pub struct DaemonConfig {
-    pub path: String,
-    pub daemon: String,
-    pub size: u64,
-    #[serde(skip)]
-    pub bytes: Vec<u8>,
-}
-
 /// What the denylist found.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DenylistFacts {
@@ -285,30 +276,6 @@ pub struct LicenceFile {
     pub features: Vec<String>,
     /// (line number, text with signatures redacted).
     pub lines: Vec<(usize, String)>,
-}
-
-/// Software found under /home.
-#[derive(Debug, Clone, Serialize)]
-pub struct HomeSoftware {
-    pub path: String,
-    pub bytes: u64,
-    pub files: u64,
-    /// Why it looks like software ("virtualenv", "executables", ...).
-    pub evidence: Vec<String>,
-}
-
-impl HomeSoftware {
-    pub fn item(&self) -> HomeItem {
-        HomeItem {
-            path: self.path.clone(),
-            bytes: self.bytes,
-        }
-    }
-}
-
-/// Lossy UTF-8 for guest bytes.
-pub(crate) fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// Where the sshd binary may be.

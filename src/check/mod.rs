@@ -21,7 +21,6 @@ use std::path::PathBuf;
 
 use crate::disk::partition::types::TypeClass;
 use crate::error::Error;
-use crate::fs::ext4::read::Ext4Volume;
 use crate::guest::VolumeId;
 use crate::image::{Image, ImageVolume};
 use crate::policy::{ImageInfo, Mode, Report};
@@ -137,9 +136,9 @@ pub struct LoadedVolume {
     pub state: Option<FsState>,
     /// Why the filesystem could not be read.
     pub error: Option<String>,
-    /// The ext4 reader's volume (superblock, journal geometry) with its tree
-    /// moved to `tree`: what a repack rebuilds from.
-    pub ext4: Option<Ext4Volume>,
+    /// The filesystem's facts, replay report and geometry (what a rebuild
+    /// starts from); its tree is in `tree`.
+    pub fs: Option<crate::fs::Info>,
 }
 
 impl LoadedVolume {
@@ -158,37 +157,30 @@ impl LoadedVolume {
             tree: None,
             state: None,
             error: None,
-            ext4: None,
+            fs: None,
         }
     }
 }
 
-/// Reads one volume's filesystem into a tree. The only call into filesystem
-/// readers: `Ok(None)` for volumes that hold no filesystem imgsan reads. The
-/// reader's volume comes back too, with its tree moved out (it keeps the
-/// geometry `sanitize` rebuilds with).
-pub fn read_filesystem(v: &ImageVolume) -> crate::Result<Option<(Tree, FsState, Ext4Volume)>> {
-    if !v.is_ext() {
+/// Reads one volume's filesystem into a tree, through the filesystem layer.
+/// `Ok(None)` for volumes that hold no filesystem imgsan reads.
+pub fn read_filesystem(v: &ImageVolume) -> crate::Result<Option<(Tree, FsState, crate::fs::Info)>> {
+    let Some((tree, info)) = crate::fs::open(v.disk.clone(), v.probed.fs, &Default::default())?
+    else {
         return Ok(None);
-    }
-    let mut vol = crate::fs::ext4::read::open(v.disk.clone(), &Default::default())?;
-    let tree = std::mem::replace(
-        &mut vol.tree,
-        Tree::new(crate::tree::Flavor::Synthetic, None),
-    );
-    let info = &vol.info;
-    let mut notes = info.warnings.clone();
-    notes.extend(vol.journal.notes.iter().cloned());
+    };
+    let mut notes = info.facts.warnings.clone();
+    notes.extend(info.replay.notes.iter().cloned());
     let state = FsState {
-        superblock_state: info.state.clone(),
-        journal: info.journal.kind.clone(),
-        needs_recovery: info.journal.needs_recovery,
-        replayed: info.journal.replayed,
-        transactions_replayed: vol.journal.transactions,
-        blocks_replayed: vol.journal.blocks,
+        superblock_state: info.facts.state.clone(),
+        journal: info.facts.journal.clone(),
+        needs_recovery: info.replay.needed,
+        replayed: info.replay.replayed,
+        transactions_replayed: info.replay.transactions,
+        blocks_replayed: info.replay.blocks,
         notes,
     };
-    Ok(Some((tree, state, vol)))
+    Ok(Some((tree, state, info)))
 }
 
 /// Reads every volume of the image. A volume whose filesystem cannot be read
@@ -202,10 +194,10 @@ pub fn read_volumes(image: &Image) -> (Vec<LoadedVolume>, Vec<(String, Error)>) 
         .map(|v| {
             let mut lv = LoadedVolume::from_image(v);
             match read_filesystem(v) {
-                Ok(Some((tree, state, vol))) => {
+                Ok(Some((tree, state, info))) => {
                     lv.tree = Some(tree);
                     lv.state = Some(state);
-                    lv.ext4 = Some(vol);
+                    lv.fs = Some(info);
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -335,7 +327,7 @@ mod tests {
                 ..FsState::default()
             }),
             error: None,
-            ext4: None,
+            fs: None,
         }
     }
 

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::guest::Resolution;
-use crate::output::report::escape_terminal as esc;
+use crate::units::escape_terminal as esc;
 
 use super::facts::{text as lossy, Facts};
 

@@ -17,7 +17,7 @@ use crate::policy::daemons::{ConfigMatcher, MAX_CONFIG_BYTES};
 use crate::policy::software::{detect_license, FileEntry, FoundLicense, SoftwareMatcher};
 use crate::tree::{Kind, Tree};
 
-use super::facts::{text, DaemonConfig, HomeSoftware};
+use crate::policy::guest::HomeItem;
 
 /// Licence candidates are read up to this many bytes in all: a guest with
 /// thousands of files named `license.txt` costs bounded time.
@@ -264,4 +264,38 @@ pub fn walk(ns: &Namespace<'_>, plan: &Plan<'_>) -> Output {
         })
         .collect();
     out
+}
+
+/// A daemon configuration file found in the guest.
+#[derive(Debug, Clone, Serialize)]
+pub struct DaemonConfig {
+    pub path: String,
+    pub daemon: String,
+    pub size: u64,
+    #[serde(skip)]
+    pub bytes: Vec<u8>,
+}
+
+/// Software found under /home.
+#[derive(Debug, Clone, Serialize)]
+pub struct HomeSoftware {
+    pub path: String,
+    pub bytes: u64,
+    pub files: u64,
+    /// Why it looks like software ("virtualenv", "executables", ...).
+    pub evidence: Vec<String>,
+}
+
+impl HomeSoftware {
+    pub fn item(&self) -> HomeItem {
+        HomeItem {
+            path: self.path.clone(),
+            bytes: self.bytes,
+        }
+    }
+}
+
+/// Lossy UTF-8 for guest bytes.
+pub(crate) fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
 }

@@ -4,6 +4,8 @@
 //! It knows nothing of partitions' meaning, filesystems or policy. Every `Disk` is
 //! usable from many threads at once (`Send + Sync`, `&self` reads).
 
+pub mod bytes;
+pub mod lvm;
 pub mod partition;
 pub mod probe;
 pub mod qcow2;

@@ -8,7 +8,7 @@
 //! same UUID and label (swap may hold secrets from memory, so its contents are never
 //! copied). This module reads only the first page and never writes.
 
-use crate::disk::partition::types::{array16, le32, uuid_bytes_to_string};
+use crate::disk::bytes::{array16, le32, uuid_bytes_to_string};
 use crate::disk::Disk;
 use crate::error::{Error, Result};
 

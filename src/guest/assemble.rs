@@ -24,6 +24,9 @@ pub struct VolumeId {
     pub fs_type: Option<String>,
     pub uuid: Option<String>,
     pub label: Option<String>,
+    /// For an LVM logical volume: its VG and LV names.
+    pub vg: Option<String>,
+    pub lv: Option<String>,
 }
 
 /// How one fstab entry resolved.
@@ -105,6 +108,45 @@ fn by(vols: &[VolumeId], what: &str, f: impl Fn(&VolumeId) -> bool, name: &str) 
     }
 }
 
+/// The VG and LV of a device-mapper name: lvm2 joins them with '-' and doubles
+/// every '-' inside either name (`lib/misc/lvm-string.c`: `build_dm_name`).
+pub fn split_mapper_name(name: &str) -> Option<(String, String)> {
+    let b = name.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'-' {
+            if b.get(i + 1) == Some(&b'-') {
+                i += 2;
+                continue;
+            }
+            let (vg, lv) = (&name[..i], &name[i + 1..]);
+            if vg.is_empty() || lv.is_empty() {
+                return None;
+            }
+            return Some((vg.replace("--", "-"), lv.replace("--", "-")));
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The VG and LV of a `/dev/VG/LV` path.
+fn lv_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/dev/")?;
+    let (vg, lv) = rest.split_once('/')?;
+    (!vg.is_empty() && !lv.is_empty() && !lv.contains('/')).then_some((vg, lv))
+}
+
+fn by_lv(vols: &[VolumeId], vg: &str, lv: &str) -> Resolution {
+    let name = format!("{vg}/{lv}");
+    by(
+        vols,
+        "LV",
+        |v| v.vg.as_deref() == Some(vg) && v.lv.as_deref() == Some(lv),
+        &name,
+    )
+}
+
 /// Resolve an fstab source against the image's volumes.
 pub fn resolve_source(source: &Source, class: MountClass, vols: &[VolumeId]) -> Resolution {
     if matches!(
@@ -148,11 +190,19 @@ pub fn resolve_source(source: &Source, class: MountClass, vols: &[VolumeId]) -> 
                 Some(n) => by(vols, "partition number", |v| v.partition == Some(*n), &n.to_string()),
             }
         }
-        Source::Mapper { name } => Resolution::Unresolvable {
-            reason: format!("/dev/mapper/{name} is a device-mapper volume (LVM, LUKS); imgsan does not read those"),
+        Source::Mapper { name } => match split_mapper_name(name) {
+            Some((vg, lv)) if vols.iter().any(|v| v.vg.as_deref() == Some(&vg)) => {
+                by_lv(vols, &vg, &lv)
+            }
+            _ => Resolution::Unresolvable {
+                reason: format!("/dev/mapper/{name} is a device-mapper volume that is not an LV of a VG in the image (LUKS, multipath, ...)"),
+            },
         },
-        Source::Path { path } => Resolution::Unresolvable {
-            reason: format!("{path} is not a name imgsan can match to a volume"),
+        Source::Path { path } => match lv_path(path) {
+            Some((vg, lv)) if vols.iter().any(|v| v.vg.as_deref() == Some(vg)) => by_lv(vols, vg, lv),
+            _ => Resolution::Unresolvable {
+                reason: format!("{path} is not a name imgsan can match to a volume"),
+            },
         },
         Source::Remote { value } => Resolution::Unresolvable {
             reason: format!("{value} looks like a network share but the type is not a network filesystem"),
@@ -267,6 +317,21 @@ mod tests {
         }
         t.finish().unwrap();
         t
+    }
+
+    #[test]
+    fn mapper_names_split_like_lvm2() {
+        assert_eq!(
+            split_mapper_name("rocky-root"),
+            Some(("rocky".into(), "root".into()))
+        );
+        assert_eq!(
+            split_mapper_name("my--vg-lv--a"),
+            Some(("my-vg".into(), "lv-a".into()))
+        );
+        assert_eq!(split_mapper_name("luks"), None);
+        assert_eq!(lv_path("/dev/rocky/swap"), Some(("rocky", "swap")));
+        assert_eq!(lv_path("/dev/sda1"), None);
     }
 
     #[test]

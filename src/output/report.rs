@@ -20,9 +20,10 @@
 
 use std::fmt::Write as _;
 
-use crate::check::text::human;
 pub use crate::policy::exit_code;
 use crate::policy::{Finding, Mode, Recheck, Report, Severity};
+pub use crate::units::escape_terminal;
+use crate::units::human;
 
 /// The output formats of `--format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,20 +64,6 @@ const CYAN: &str = "\x1b[1;36m";
 const GREEN: &str = "\x1b[1;32m";
 const DIM: &str = "\x1b[2m";
 const RESET: &str = "\x1b[0m";
-
-/// Makes untrusted text safe for a terminal: control characters (C0, DEL, C1,
-/// including ESC) become `\u{..}` escapes; everything else is kept.
-pub fn escape_terminal(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() {
-            let _ = write!(out, "\\u{{{:x}}}", c as u32);
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 struct Paint {
     on: bool,

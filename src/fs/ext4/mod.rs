@@ -8,3 +8,4 @@ pub mod journal;
 pub mod ondisk;
 pub mod read;
 pub mod superblock;
+pub mod volume;

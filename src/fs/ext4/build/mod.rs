@@ -87,20 +87,7 @@ use place::{journal_goal, number_inodes, Output};
 use prepare::{map_estimate, order_nodes, prepare, Features};
 use size::{journal_spec, target_superblock, too_small};
 
-/// How big the new filesystem is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TargetSize {
-    /// The source's size (its block count).
-    #[default]
-    Source,
-    /// This many bytes (rounded down to whole blocks; a last group too small for
-    /// its metadata is dropped, as mke2fs does). The plan covers exactly this
-    /// length.
-    Bytes(u64),
-    /// The smallest size that holds the tree, plus `margin` bytes (default: the
-    /// larger of 10 % and 256 MiB), rounded up to whole block groups.
-    Shrink { margin: Option<u64> },
-}
+pub use crate::fs::TargetSize;
 
 /// Where directories' inodes go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
