@@ -9,7 +9,7 @@
 //! Must not: parse anything (the readers, `inspect` and `rules` do), or decide
 //! policy (`policy`, `sanitize`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use crate::check::{self, CheckError, Inputs, LoadedVolume};
@@ -24,7 +24,8 @@ use crate::output::temp::OutputGroup;
 use crate::output::write::{write_plan_into, Hashing, WriteStats};
 use crate::policy::{Mode, Report};
 use crate::progress::{Progress, Unit};
-use crate::repack::{self, DiskSize, Rebuild, VolumeOutcome};
+use crate::repack::{self, DiskSize, Others, PlanOptions, Rebuild, VolumeOutcome};
+use crate::sanitize::resolve::is_below;
 use crate::sanitize::{self, Context, Layout, SanitizeReport};
 use crate::tree::{Kind, Tree};
 use crate::upload::{self, ShrinkDecision, SizeChoice};
@@ -48,6 +49,13 @@ pub struct SanitizeOptions {
     /// [`SizeChoice::Auto`] the disk shrinks when the guest grows its root
     /// filesystem at first boot ([`upload::grows_itself`]).
     pub size_choice: SizeChoice,
+    /// Partitions (by number) imgsan cannot rebuild or classify that are copied
+    /// verbatim anyway (`--keep-partition N`); any other such partition refuses
+    /// the run.
+    pub keep_partitions: BTreeSet<u32>,
+    /// Keep the Linux volumes the guest never mounts (`--keep-unmounted`)
+    /// instead of re-creating them empty; the "anywhere" rules run on them.
+    pub keep_unmounted: bool,
 }
 
 /// Why a run stopped before writing.
@@ -110,6 +118,9 @@ pub struct OutputSummary {
     pub dry_run: bool,
     /// Written although blocking findings were reported (`--force`).
     pub forced: bool,
+    /// Partitions copied verbatim because the operator named them
+    /// (`--keep-partition`).
+    pub kept_partitions: Vec<u32>,
     /// The manifest file, when one was written.
     pub manifest: Option<String>,
 }
@@ -158,6 +169,24 @@ pub fn sanitize_into(
             unknown.join(", ")
         )));
     }
+    for &n in &opts.keep_partitions {
+        let Some(v) = image
+            .volumes
+            .iter()
+            .find(|v| v.partition.as_ref().is_some_and(|p| p.index == n))
+        else {
+            return Err(SanitizeError::Usage(format!(
+                "--keep-partition {n}: the image has no partition {n}"
+            )));
+        };
+        if v.is_ext() || v.probed.fs == FsType::Swap {
+            return Err(SanitizeError::Usage(format!(
+                "--keep-partition {n}: partition {n} holds {}, which sanitize rebuilds or re-creates; \
+                 --keep-partition is for partitions it cannot",
+                v.probed.blkid_type()
+            )));
+        }
+    }
     // The input's hash runs beside the reading; it only reads the file.
     let input_path = image.path.clone();
     let (input_hash, read) = std::thread::scope(|s| {
@@ -174,6 +203,7 @@ pub fn sanitize_into(
         return Err(CheckError::Volume { volume, source }.into());
     }
     refuse_unrebuildable(image, &volumes)?;
+    repack::refuse_unaccounted(image, |i| volumes[i].fs.is_some(), &opts.keep_partitions)?;
 
     let mut info = check::image_info(image);
     info.blake3 = match input_hash {
@@ -225,9 +255,31 @@ pub fn sanitize_into(
             os,
         )
     };
+    let mut layout = layout;
+    layout.volume_names = image.volumes.iter().map(|v| v.name()).collect();
     let cx = Context::new(&inputs.rules, base, inputs.request.as_ref(), &opts.rules);
     let mut trees: Vec<Option<Tree>> = volumes.iter_mut().map(|v| v.tree.take()).collect();
-    let sreport: SanitizeReport = sanitize::apply(&mut trees, &layout, &cx)?;
+    // Linux volumes the guest never mounts: leftover data disks. Emptied unless
+    // the operator keeps them; kept ones get the "anywhere" rules.
+    let unmounted = layout.unmounted_volumes(&trees);
+    let mut emptied = BTreeSet::new();
+    if opts.keep_unmounted {
+        layout.unmounted = unmounted;
+    } else {
+        for &i in &unmounted {
+            if let Some(t) = trees[i].as_mut() {
+                sanitize::empty_volume(t)?;
+                emptied.insert(i);
+            }
+        }
+    }
+    let mut sreport: SanitizeReport = sanitize::apply(&mut trees, &layout, &cx)?;
+    for &i in &emptied {
+        sreport.warnings.push(format!(
+            "{}: not mounted by the guest: re-created empty with its UUID and label (--keep-unmounted keeps it)",
+            image.volumes[i].name()
+        ));
+    }
     progress.finish();
     report.resolve_fixers(|rule| sreport.ran(rule));
     report.sanitize = serde_json::to_value(&sreport).ok();
@@ -283,7 +335,14 @@ pub fn sanitize_into(
         .collect();
     let (size, mut shrink) = choose_size(image, &layout, opts, &guest_part);
     progress.start("plan", 0, Unit::Items);
-    let repacked = repack::plan_with(image, &ext4, size, &opts.lvm)?;
+    let plan_opts = PlanOptions {
+        size,
+        keep_partitions: opts.keep_partitions.clone(),
+        others: Others::Refuse,
+        emptied,
+        lvm: opts.lvm,
+    };
+    let repacked = repack::plan(image, &ext4, &plan_opts)?;
     progress.finish();
     if shrink.shrunk && repacked.plan.len >= image.disk.len() {
         shrink = ShrinkDecision {
@@ -310,6 +369,7 @@ pub fn sanitize_into(
         dry_run: opts.dry_run,
         // A dry run writes nothing, forced or not.
         forced: opts.force && !report.summary.passed && !opts.dry_run,
+        kept_partitions: opts.keep_partitions.iter().copied().collect(),
         manifest: None,
     };
     let mut manifest = Vec::new();
@@ -593,6 +653,17 @@ fn manifest_entries(
             };
             let mut p = prefix.clone();
             p.extend_from_slice(&path);
+            // A file under a directory that another volume's mount covers: the
+            // guest never sees it by this path, so name it by its volume.
+            let covered = layout.mounts.iter().any(|(m, v)| {
+                *v != vi
+                    && (layout.root == vi || is_below(m, &prefix))
+                    && (p == *m || is_below(&p, m))
+            });
+            if covered {
+                p = format!("{}:", image.volumes[vi].name()).into_bytes();
+                p.extend_from_slice(&path);
+            }
             out.push(ManifestEntry {
                 path: p,
                 mode: node.perm,

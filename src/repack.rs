@@ -1,17 +1,25 @@
 //! Repacking a whole disk: every volume with a filesystem imgsan reads (through
-//! [`crate::fs`]) is read into a tree and rebuilt
-//! fresh with its source's geometry; swap is re-created empty with the same UUID
-//! and label; everything else (the partition table, the post-MBR gap, BIOS boot
-//! and EFI system partitions, unknown partitions) is copied verbatim. With a size
-//! change, the physically last volume grows or shrinks and the partition table is
-//! rewritten to match.
+//! [`crate::fs`]) is read into a tree and rebuilt fresh with its source's
+//! geometry; swap is re-created empty with the same UUID and label. Outside the
+//! rebuilt volumes only what can be accounted for is copied: the boot regions
+//! ([`crate::disk::partition::boot`]: sector 0, the tables, GRUB's embedded core
+//! image) and the boot-only partitions (BIOS boot, an EFI system or XBOOTLDR
+//! partition holding FAT). A partition with no data is a hole. Any other
+//! partition is refused ([`Others::Refuse`], sanitize's rule) unless the operator
+//! keeps it, or copied with a note ([`Others::CopyNoted`], repack's). Every other
+//! byte is a hole. With a size change, the physically last volume grows or
+//! shrinks and the partition table is rewritten to match.
 //!
 //! `repack` with no edits is the identity transform (compact, zero free space);
 //! `sanitize` edits the trees between [`read_volumes`] and [`plan`].
 
 pub mod lvm;
 
+use std::collections::BTreeSet;
+
+use crate::disk::partition::{boot, TypeClass};
 use crate::disk::probe::FsType;
+use crate::disk::{Alloc, Disk};
 use crate::error::{Error, Result};
 use crate::fs::{self, BuildStats, Geometry, OpenOptions, TargetSize};
 use crate::image::Image;
@@ -32,6 +40,33 @@ pub enum DiskSize {
     Bytes(u64),
 }
 
+/// What to do with a partition imgsan can neither rebuild nor classify as
+/// boot-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Others {
+    /// Refuse the image, naming the partition (sanitize: its bytes would pass
+    /// through uncleaned).
+    #[default]
+    Refuse,
+    /// Copy it verbatim and say so in the outcome (repack, which has no rules).
+    CopyNoted,
+}
+
+/// How to plan the output disk.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    pub size: DiskSize,
+    /// Partitions (by number) to copy verbatim although imgsan cannot tell what
+    /// they hold (`--keep-partition N`).
+    pub keep_partitions: BTreeSet<u32>,
+    pub others: Others,
+    /// Volumes (by index) whose trees were emptied because the guest never mounts
+    /// them: reported as such.
+    pub emptied: BTreeSet<usize>,
+    /// The LVM choices of the run.
+    pub lvm: lvm::LvmOptions,
+}
+
 /// What happened to one volume.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct VolumeOutcome {
@@ -39,7 +74,9 @@ pub struct VolumeOutcome {
     pub volume: usize,
     /// "partition 3" or "the whole disk".
     pub name: String,
-    /// "rebuilt", "verbatim", "swap re-created" or "LVM PV rewritten".
+    /// "rebuilt", "emptied" (re-created empty: not mounted by the guest),
+    /// "verbatim", "swap re-created", "LVM PV rewritten" or "hole" (no data,
+    /// nothing written).
     pub action: String,
     /// Why a volume was copied verbatim (or other notes).
     pub note: Option<String>,
@@ -82,18 +119,110 @@ pub fn read_volumes(image: &Image, opts: &OpenOptions) -> Result<Vec<Option<Rebu
         .collect()
 }
 
-/// Plan the output disk from the image and its (possibly edited) volumes.
-pub fn plan(image: &Image, volumes: &[Option<Rebuild>], size: DiskSize) -> Result<Repacked> {
-    plan_with(image, volumes, size, &lvm::LvmOptions::default())
+/// Whether a volume holds no data: every byte its allocation map calls data is
+/// zero. Reads until the first non-zero byte.
+fn holds_no_data(disk: &dyn Disk) -> Result<bool> {
+    let mut buf = vec![0u8; 1 << 20];
+    for ext in disk.map(0, disk.len())? {
+        if ext.alloc != Alloc::Data {
+            continue;
+        }
+        let mut at = ext.offset;
+        while at < ext.end() {
+            let n = (ext.end() - at).min(buf.len() as u64) as usize;
+            disk.read_at(at, &mut buf[..n])?;
+            if buf[..n].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            at += n as u64;
+        }
+    }
+    Ok(true)
 }
 
-/// [`plan`] with the LVM choices of the run.
-pub fn plan_with(
+/// Why a volume imgsan does not rebuild is copied as it is, or `None` when
+/// nothing accounts for its bytes.
+fn boot_only(v: &crate::image::ImageVolume) -> Option<&'static str> {
+    let class = v.partition.as_ref()?.part_type.class;
+    match (class, v.probed.fs) {
+        (TypeClass::BiosBoot, _) => Some("BIOS boot partition (GRUB's core image)"),
+        (TypeClass::Efi, FsType::Vfat) => Some("EFI system partition"),
+        (TypeClass::Xbootldr, FsType::Vfat) => Some("extended boot partition (FAT)"),
+        _ => None,
+    }
+}
+
+/// What becomes of a volume imgsan neither rebuilds nor re-creates: the fill,
+/// the outcome's action, and why.
+fn other_fill(
+    v: &crate::image::ImageVolume,
+    opts: &PlanOptions,
+) -> Result<(Fill, &'static str, String)> {
+    if let Some(why) = boot_only(v) {
+        return Ok((Fill::Verbatim, "verbatim", why.to_string()));
+    }
+    if let Some(p) = v
+        .partition
+        .as_ref()
+        .filter(|p| opts.keep_partitions.contains(&p.index))
+    {
+        return Ok((
+            Fill::Verbatim,
+            "verbatim",
+            format!("kept verbatim as asked (--keep-partition {})", p.index),
+        ));
+    }
+    if holds_no_data(v.disk.as_ref())? {
+        return Ok((Fill::Hole, "hole", "holds no data: left a hole".to_string()));
+    }
+    match opts.others {
+        Others::Refuse => Err(Error::unsupported(format!(
+            "{}: imgsan can neither rebuild it nor tell that it holds only boot code, and copying it \
+             would keep whatever it holds (--keep-partition N copies it verbatim)",
+            describe(v)
+        ))),
+        Others::CopyNoted => Ok((
+            Fill::Verbatim,
+            "verbatim",
+            format!(
+                "copied verbatim: imgsan does not rebuild {}",
+                v.probed.blkid_type()
+            ),
+        )),
+    }
+}
+
+/// Refuses (as [`plan`] would with [`Others::Refuse`]) an image with a volume
+/// that is neither rebuilt (`rebuilt(i)`), swap, boot-only, empty, nor kept by
+/// the operator; run before any work so that the refusal comes first.
+pub fn refuse_unaccounted(
     image: &Image,
-    volumes: &[Option<Rebuild>],
-    size: DiskSize,
-    lvm_opts: &lvm::LvmOptions,
-) -> Result<Repacked> {
+    rebuilt: impl Fn(usize) -> bool,
+    keep_partitions: &BTreeSet<u32>,
+) -> Result<()> {
+    let opts = PlanOptions {
+        keep_partitions: keep_partitions.clone(),
+        ..PlanOptions::default()
+    };
+    for (i, v) in image.volumes.iter().enumerate() {
+        // LVs and the PVs of a VG are rebuilt through their VG.
+        let in_vg = image
+            .lvm
+            .pvs
+            .iter()
+            .any(|p| p.volume == i && p.vg.is_some());
+        if rebuilt(i) || v.probed.fs == FsType::Swap || v.lv.is_some() || in_vg {
+            continue;
+        }
+        other_fill(v, &opts)?;
+    }
+    Ok(())
+}
+
+/// Plan the output disk from the image and its (possibly edited) volumes.
+pub fn plan(image: &Image, volumes: &[Option<Rebuild>], opts: &PlanOptions) -> Result<Repacked> {
+    let size = opts.size;
+    let lvm_opts = &opts.lvm;
     let src_len = image.disk.len();
     // The physically last volume is the one that may change size. LVs live
     // inside their PVs' partitions and do not count.
@@ -209,7 +338,15 @@ pub fn plan_with(
                         new_lengths.push((p.index, part_len));
                     }
                 }
-                outcome.action = "rebuilt".into();
+                outcome.action = if opts.emptied.contains(&i) {
+                    outcome.note = Some(
+                        "the guest never mounts it: re-created empty with its UUID and label"
+                            .into(),
+                    );
+                    "emptied".into()
+                } else {
+                    "rebuilt".into()
+                };
                 if !built.stats.normalised.is_empty() {
                     // Values e2fsck would reject, changed by the builder: say which.
                     let n = format!("normalised: {}", built.stats.normalised.join("; "));
@@ -263,24 +400,22 @@ pub fn plan_with(
                     fill: Fill::Fresh(page),
                 }
             }
-            (None, fs) => {
-                if resizable {
+            (None, _) => {
+                let (fill, action, note) = other_fill(v, opts)?;
+                outcome.action = action.into();
+                if resizable && !matches!(fill, Fill::Hole) {
                     return Err(Error::unsupported(format!(
                         "resizing the disk: its last volume ({}) is {}, which imgsan copies verbatim and cannot resize",
                         v.name(),
                         v.probed.blkid_type()
                     )));
                 }
-                outcome.note = Some(match fs {
-                    FsType::Xfs => "XFS is copied verbatim (no XFS builder yet)".to_string(),
-                    FsType::Ext2 | FsType::Ext3 | FsType::Ext4 => "not read".to_string(),
-                    _ => format!("{} copied as it is", v.probed.blkid_type()),
-                });
+                outcome.note = Some(note);
                 VolumeFill {
                     start: v.start,
                     src_len: v.len,
                     out_len: v.len,
-                    fill: Fill::Verbatim,
+                    fill,
                 }
             }
         };
@@ -310,10 +445,12 @@ pub fn plan_with(
             "nothing to rebuild: the image holds no filesystem imgsan can rebuild",
         ));
     }
+    let boot = boot::accounted_regions(image.disk.as_ref(), &image.table)?;
     let plan = assemble::assemble(Layout {
         source: image.disk.clone(),
         out_len,
         volumes: fills,
+        boot,
         table_writes,
         blank,
     })?;
@@ -322,4 +459,19 @@ pub fn plan_with(
         volumes: outcomes,
         table_rewritten,
     })
+}
+
+/// "partition 3 (type Linux filesystem, 0x83; unknown, 64.0 MiB)" for messages.
+fn describe(v: &crate::image::ImageVolume) -> String {
+    let size = crate::units::human(v.len);
+    match &v.partition {
+        Some(p) => format!(
+            "{} (type {}, {}; holds {}, {size})",
+            v.name(),
+            p.part_type.name,
+            p.part_type.raw,
+            v.probed.blkid_type()
+        ),
+        None => format!("{} (holds {}, {size})", v.name(), v.probed.blkid_type()),
+    }
 }

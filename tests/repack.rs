@@ -1,7 +1,8 @@
 //! `imgsan repack IN -o OUT` on whole disks, through the binary: a GPT disk (BIOS
 //! boot partition of random bytes, an EFI vfat partition, swap with a UUID and a
-//! label, an ext4 root holding a generated tree) and an MBR disk (random bytes in
-//! the post-MBR gap, vfat, swap, ext4 root), as RAW and as QCOW2.
+//! label, an ext4 root holding a generated tree) and an MBR disk (GRUB's core image
+//! and junk after it in the post-MBR gap, vfat, swap, ext4 root), as RAW and as
+//! QCOW2.
 //!
 //! Oracles: `e2fsck -fn` and `dumpe2fs -h` on the output's ext4 partition, the
 //! generator's model for the tree read back (tests/common/check.rs), `sgdisk -v`
@@ -326,11 +327,17 @@ fn make_disk(fx: &Fixture, table: Table, out: &Path) -> Disk {
                 &guest::det_bytes("repack/bios-boot", MIB as usize),
             );
         }
-        Table::Mbr => write_at(
-            out,
-            SECTOR,
-            &guest::det_bytes("repack/gap", (MIB - SECTOR) as usize),
-        ),
+        // GRUB's real core image, then junk up to the first partition.
+        Table::Mbr => {
+            let core = disk::grub_core_image();
+            write_at(out, SECTOR, &core);
+            let after = SECTOR + core.len() as u64;
+            write_at(
+                out,
+                after,
+                &guest::det_bytes("repack/gap", (MIB - after) as usize),
+            );
+        }
     }
     for p in &parts {
         let img = match p.role {
@@ -500,11 +507,20 @@ fn check_output(fx: &Fixture, src: &Disk, out: &Path, work: &Path) {
                 "BIOS boot partition"
             );
         }
-        Table::Mbr => assert_eq!(
-            b3_range(out, SECTOR, MIB - SECTOR),
-            b3_range(&src.path, SECTOR, MIB - SECTOR),
-            "post-MBR gap"
-        ),
+        Table::Mbr => {
+            let core = disk::grub_core_image().len() as u64;
+            assert_eq!(
+                b3_range(out, SECTOR, core),
+                b3_range(&src.path, SECTOR, core),
+                "GRUB's core image"
+            );
+            assert!(
+                read_range(out, SECTOR + core, MIB - SECTOR - core)
+                    .iter()
+                    .all(|&b| b == 0),
+                "the post-MBR gap past GRUB's core image is a hole"
+            );
+        }
     }
     let efi = src.part(Role::Efi);
     assert_eq!(

@@ -464,6 +464,8 @@ fn attempt(
             crate::upload::SizeChoice::Keep
         },
         lvm: Default::default(),
+        keep_partitions: Default::default(),
+        keep_unmounted: false,
         dry_run: false,
         manifest: e.manifest,
     };

@@ -50,6 +50,26 @@ pub fn filesystems(f: &Facts) -> Vec<PolicyVolume> {
         .collect()
 }
 
+/// Volumes with a read Linux filesystem that the guest's fstab does not mount
+/// (none without an fstab: then nothing says what is mounted), except one that
+/// holds a boot loader.
+pub fn unmounted(f: &Facts) -> Vec<pg::UnmountedFacts> {
+    if !f.fstab_present {
+        return Vec::new();
+    }
+    f.volumes
+        .iter()
+        .filter(|v| v.read && v.mount_point.is_none() && !v.boot_files)
+        .map(|v| pg::UnmountedFacts {
+            name: v.name.clone(),
+            fstype: v.fs_type().to_string(),
+            size: v.size,
+            entries: v.top_entries.clone(),
+            entry_count: v.top_entry_count,
+        })
+        .collect()
+}
+
 /// fstab entries as the volume checks see them.
 pub fn fstab_entries(f: &Facts) -> Vec<FstabEntryFacts> {
     f.mounts
@@ -159,6 +179,9 @@ pub fn evaluate(f: &Facts, inputs: &Inputs) -> (Vec<String>, Vec<Finding>) {
         run.extend(ids(pg::VOLUME_IDS));
         out.extend(pg::check_volumes(policy, &fstab_entries(f)));
     }
+
+    run.extend(ids(pg::UNMOUNTED_IDS));
+    out.extend(pg::check_unmounted(policy, &unmounted(f)));
 
     run.extend(ids(pg::ACCESS_IDS));
     out.extend(pg::check_access(policy, access(f)));

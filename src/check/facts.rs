@@ -91,7 +91,20 @@ pub struct VolumeFacts {
     /// The volume is an EFI system partition (by partition type, or mounted at
     /// /boot/efi or /efi).
     pub efi_system: bool,
+    /// The names in its root directory (at most [`TOP_ENTRIES`], sorted), when
+    /// its filesystem was read: what a volume the guest does not mount holds.
+    #[serde(skip)]
+    pub top_entries: Vec<String>,
+    /// How many entries its root directory has.
+    #[serde(skip)]
+    pub top_entry_count: usize,
+    /// Its root holds a boot loader or kernels (a /boot).
+    #[serde(skip)]
+    pub boot_files: bool,
 }
+
+/// How many root-directory names a volume's facts keep.
+pub const TOP_ENTRIES: usize = 20;
 
 impl VolumeFacts {
     /// "/ (partition 1)", or "partition 3" when the guest does not mount it.
@@ -325,6 +338,25 @@ fn volume_facts(v: &LoadedVolume) -> VolumeFacts {
         state: v.state.clone(),
         hibernated: v.hibernated,
         efi_system: v.efi_partition,
+        top_entries: v
+            .tree
+            .as_ref()
+            .map(|t| {
+                let mut names: Vec<String> = t
+                    .entries(t.root)
+                    .iter()
+                    .map(|e| String::from_utf8_lossy(t.name(e.name)).into_owned())
+                    .collect();
+                names.sort();
+                names.truncate(TOP_ENTRIES);
+                names
+            })
+            .unwrap_or_default(),
+        top_entry_count: v.tree.as_ref().map_or(0, |t| t.entries(t.root).len()),
+        boot_files: v
+            .tree
+            .as_ref()
+            .is_some_and(crate::guest::assemble::holds_boot_files),
     }
 }
 

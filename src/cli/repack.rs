@@ -18,8 +18,10 @@ use super::{guard_outputs, image_inputs, progress::progress_for, Cli, EXIT_CLEAN
 /// memory) and built anew with the source's geometry: same UUID, label, block
 /// and inode size, features, hash and checksum seeds. Free space becomes holes,
 /// so nothing deleted survives. Swap is re-created empty with the same UUID and
-/// label. Everything else (partition table, boot code, BIOS boot and EFI
-/// partitions, unknown partitions) is copied verbatim.
+/// label. Boot code, the partition table, GRUB's embedded core image, BIOS
+/// boot and EFI partitions are copied; a partition imgsan cannot rebuild is
+/// copied verbatim and named on standard error; gaps between partitions are
+/// holes. An image with nothing to rebuild exits 3.
 #[derive(clap::Args)]
 #[command(
     after_help = "Examples:\n  imgsan repack disk.qcow2 -o disk.raw\n  imgsan repack disk.raw -o small.raw --shrink\n  imgsan repack disk.raw -o big.raw --size 20G"
@@ -57,9 +59,14 @@ pub fn run(args: &Args, cli: &Cli) -> anyhow::Result<u8> {
     }
     let volumes = imgsan::repack::read_volumes(&image, &Default::default())
         .with_context(|| input.display().to_string())?;
-    let repacked =
-        imgsan::repack::plan_with(&image, &volumes, size.disk_size(), &size.lvm_options())
-            .with_context(|| input.display().to_string())?;
+    let plan_opts = imgsan::repack::PlanOptions {
+        size: size.disk_size(),
+        others: imgsan::repack::Others::CopyNoted,
+        lvm: size.lvm_options(),
+        ..Default::default()
+    };
+    let repacked = imgsan::repack::plan(&image, &volumes, &plan_opts)
+        .with_context(|| input.display().to_string())?;
     let target = if output.as_os_str() == "-" {
         Target::Stdout
     } else {

@@ -28,8 +28,11 @@ use super::{guard_outputs, image_inputs, progress::progress_for, rules_error, Cl
 /// ext4 filesystem fresh from the cleaned files, so deleted data is gone, not
 /// just unlinked; (5) write the
 /// whole disk as sparse RAW under a temporary name, renamed when complete.
-/// The partition table, boot code, BIOS boot and EFI partitions are copied;
-/// swap is re-created empty. The input is never modified.
+/// Only what can be accounted for is copied: boot code, the partition table,
+/// GRUB's embedded core image, BIOS boot and EFI partitions; swap and volumes
+/// the guest never mounts are re-created empty; every other byte is a hole.
+/// A partition imgsan can neither rebuild nor classify is refused (exit 3)
+/// unless --keep-partition names it. The input is never modified.
 ///
 /// The report (text, JSON or JUnit) says what every rule did, the input's
 /// and output's sizes and BLAKE3 hashes. Exit codes: 0 written and clean;
@@ -84,6 +87,16 @@ pub struct Args {
     /// Keep this human account (repeatable).
     #[arg(long, value_name = "NAME")]
     keep_user: Vec<String>,
+    /// Copy partition N verbatim although imgsan cannot rebuild it or tell
+    /// that it holds only boot code (repeatable; the report records it).
+    /// Without it such a partition refuses the run (exit 3).
+    #[arg(long, value_name = "N")]
+    keep_partition: Vec<u32>,
+    /// Keep Linux volumes the guest's fstab never mounts (the "anywhere"
+    /// rules, such as shell histories, still run on them). By default they
+    /// are re-created empty with the same UUID and label.
+    #[arg(long)]
+    keep_unmounted: bool,
     #[command(flatten)]
     check: CheckArgs,
     /// Force the image format instead of detecting it.
@@ -105,6 +118,8 @@ pub fn run(args: &Args, cli: &Cli) -> anyhow::Result<u8> {
         disable,
         no_hygiene,
         keep_user,
+        keep_partition,
+        keep_unmounted,
         check: check_args,
         image_format,
     } = args;
@@ -155,6 +170,8 @@ pub fn run(args: &Args, cli: &Cli) -> anyhow::Result<u8> {
         } else {
             imgsan::upload::SizeChoice::Auto
         },
+        keep_partitions: keep_partition.iter().copied().collect(),
+        keep_unmounted: *keep_unmounted,
     };
     let progress = progress_for(cli);
     // The image, the manifest and the report become final together, or none.

@@ -70,6 +70,16 @@ const RELEASE_FILES: &[&[u8]] = &[
 /// The root volume: one holding an OS release file and /etc/fstab. When several
 /// do, the first in disk order wins; when none has both, the first with a release
 /// file.
+/// Whether a volume's root holds a boot loader or kernels (`grub`, `grub2`,
+/// `loader`, `efi`, `vmlinuz*`): a /boot the firmware uses even when fstab does
+/// not name it.
+pub fn holds_boot_files(tree: &Tree) -> bool {
+    tree.entries(tree.root).iter().any(|e| {
+        let n = tree.name(e.name);
+        matches!(n, b"grub" | b"grub2" | b"loader" | b"efi" | b"EFI") || n.starts_with(b"vmlinuz")
+    })
+}
+
 pub fn find_root(trees: &[Option<&Tree>]) -> Option<usize> {
     let has = |t: &Tree, p: &[u8]| t.resolve(p, true).is_ok();
     let release = |t: &Tree| RELEASE_FILES.iter().any(|p| has(t, p));

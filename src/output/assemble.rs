@@ -1,17 +1,21 @@
 //! Whole-disk assembly: turn "what happens to each volume" into one output plan for
 //! the whole disk.
 //!
-//! Everything outside the volumes that are replaced is copied verbatim from the
-//! source (the protective MBR and post-MBR gap with GRUB's core.img, BIOS boot and
-//! EFI system partitions, unknown partitions, gaps), reading only the ranges the
-//! source's allocation map says hold data. Rebuilt volumes contribute their own
-//! plans; swap areas are re-created as a single fresh header page; a partition
-//! table whose disk changes size is rewritten.
+//! Only bytes that can be accounted for are copied: the boot regions the caller
+//! lists (sector 0, partition tables, GRUB's embedded core image:
+//! [`crate::disk::partition::boot`]) and the volumes kept verbatim (BIOS boot, EFI
+//! system, a partition the operator names), reading only the ranges the source's
+//! allocation map says hold data. Rebuilt volumes contribute their own plans; swap
+//! and emptied volumes a fresh header; a partition table whose disk changes size
+//! is rewritten. Every other byte (gaps between partitions, the tail, sectors
+//! before the first partition) is a hole in the output: nothing is copied
+//! because it merely happens to be there.
 //!
 //! This module decides placement only; it neither builds filesystems nor writes.
 
 use std::sync::Arc;
 
+use crate::disk::partition::boot::BootRegion;
 use crate::disk::partition::TableWrite;
 use crate::disk::{Alloc, Disk};
 use crate::error::{Error, Location, Result};
@@ -20,12 +24,14 @@ use crate::output::plan::Plan;
 /// What becomes of one volume (a byte range of the source disk).
 #[derive(Debug)]
 pub enum Fill {
-    /// Copied as it is.
+    /// Copied as it is (a boot-only partition, or one the operator keeps).
     Verbatim,
     /// Replaced by a rebuilt filesystem: its plan is relative to the volume's start.
     Rebuilt(Plan),
     /// Replaced by fresh bytes at its start (a swap header page); the rest is a hole.
     Fresh(Vec<u8>),
+    /// Nothing is written: the volume reads as zeros (it held no data).
+    Hole,
 }
 
 /// One volume's placement: its range in the source and its length in the output
@@ -44,6 +50,8 @@ pub struct Layout {
     /// The output disk's length.
     pub out_len: u64,
     pub volumes: Vec<VolumeFill>,
+    /// Source ranges outside the volumes that are copied as they are.
+    pub boot: Vec<BootRegion>,
     /// New partition-table bytes (when the table is rewritten). Source ranges they
     /// replace are not copied.
     pub table_writes: Vec<TableWrite>,
@@ -74,14 +82,49 @@ fn subtract(start: u64, end: u64, holes: &[(u64, u64)]) -> Vec<(u64, u64)> {
     out
 }
 
+/// Sort and merge ranges.
+fn merged(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    v.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (s, e) in v {
+        match out.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
+/// Copy the data ranges of `src` in `[start, end)` to the same offsets, except
+/// for the `exclude` ranges.
+fn copy_data(
+    plan: &mut Plan,
+    src: &Arc<dyn Disk>,
+    start: u64,
+    end: u64,
+    exclude: &[(u64, u64)],
+) -> Result<()> {
+    if start >= end {
+        return Ok(());
+    }
+    for ext in src.map(start, end - start)? {
+        if ext.alloc != Alloc::Data {
+            continue;
+        }
+        for (s, e) in subtract(ext.offset.max(start), ext.end().min(end), exclude) {
+            plan.copy(s, src.clone(), s, e - s);
+        }
+    }
+    Ok(())
+}
+
 /// Assemble the output plan.
 pub fn assemble(layout: Layout) -> Result<Plan> {
     let src = &layout.source;
-    let src_len = src.len();
+    let copy_end = src.len().min(layout.out_len);
     let mut plan = Plan::new(layout.out_len);
 
-    // Ranges of the output that something other than the verbatim copy fills, and
-    // source ranges that must not be copied.
+    // Output ranges that something other than a verbatim copy fills.
     let mut exclude: Vec<(u64, u64)> = Vec::new();
     for v in &layout.volumes {
         let end = v
@@ -94,45 +137,44 @@ pub fn assemble(layout: Layout) -> Result<Plan> {
                     "volume range overflows",
                 )
             })?;
-        match v.fill {
-            Fill::Verbatim => {
-                if v.start + v.out_len > layout.out_len || v.out_len != v.src_len {
-                    return Err(Error::unsupported(format!(
-                        "copying the volume at {:#x} verbatim into a disk of {} bytes (it would be cut)",
-                        v.start, layout.out_len
-                    )));
-                }
+        if let Fill::Verbatim = v.fill {
+            if v.start + v.out_len > layout.out_len || v.out_len != v.src_len {
+                return Err(Error::unsupported(format!(
+                    "copying the volume at {:#x} verbatim into a disk of {} bytes (it would be cut)",
+                    v.start, layout.out_len
+                )));
             }
-            _ => exclude.push((v.start, end)),
         }
+        exclude.push((v.start, end));
     }
     for w in &layout.table_writes {
         exclude.push((w.offset, w.offset + w.bytes.len() as u64));
     }
     exclude.extend(layout.blank.iter().copied());
-    exclude.sort_unstable();
-    let mut merged: Vec<(u64, u64)> = Vec::new();
-    for (s, e) in exclude {
-        match merged.last_mut() {
-            Some(last) if s <= last.1 => last.1 = last.1.max(e),
-            _ => merged.push((s, e)),
-        }
+    let exclude = merged(exclude);
+
+    // The accounted boot regions, minus whatever replaces them.
+    for r in &layout.boot {
+        copy_data(&mut plan, src, r.offset, r.end().min(copy_end), &exclude)?;
     }
 
-    // Verbatim background: the source's data ranges that land inside the output.
-    let copy_end = src_len.min(layout.out_len);
-    for ext in src.map(0, copy_end)? {
-        if ext.alloc != Alloc::Data {
-            continue;
-        }
-        for (s, e) in subtract(ext.offset, ext.end(), &merged) {
-            plan.copy(s, src.clone(), s, e - s);
-        }
-    }
-
+    let not_tables = merged(
+        layout
+            .table_writes
+            .iter()
+            .map(|w| (w.offset, w.offset + w.bytes.len() as u64))
+            .chain(layout.blank.iter().copied())
+            .collect(),
+    );
     for v in layout.volumes {
         match v.fill {
-            Fill::Verbatim => {}
+            Fill::Verbatim => copy_data(
+                &mut plan,
+                src,
+                v.start,
+                (v.start + v.src_len).min(copy_end),
+                &not_tables,
+            )?,
             Fill::Rebuilt(p) => {
                 if p.len > v.out_len {
                     return Err(Error::corrupt(
@@ -156,6 +198,7 @@ pub fn assemble(layout: Layout) -> Result<Plan> {
                 }
                 plan.bytes(v.start, bytes);
             }
+            Fill::Hole => {}
         }
     }
     for w in layout.table_writes {
@@ -182,7 +225,7 @@ mod tests {
     }
 
     #[test]
-    fn verbatim_around_rebuilt_and_fresh_volumes() {
+    fn only_accounted_bytes_are_copied() {
         let src: Arc<dyn Disk> = Arc::new(MemDisk::new(vec![1u8; 1000]));
         let mut vp = Plan::new(200);
         vp.bytes(0, vec![9u8; 10]);
@@ -209,6 +252,18 @@ mod tests {
                     fill: Fill::Verbatim,
                 },
             ],
+            boot: vec![
+                BootRegion {
+                    offset: 0,
+                    len: 50,
+                    what: "mbr",
+                },
+                BootRegion {
+                    offset: 980,
+                    len: 20,
+                    what: "backup table",
+                },
+            ],
             table_writes: vec![TableWrite {
                 offset: 0,
                 bytes: vec![5u8; 8],
@@ -225,12 +280,15 @@ mod tests {
         assert_eq!(
             spans,
             vec![
+                // The boot region around the new table bytes; the gaps at
+                // 50..100, 300..500, 600..700 and 800..980 are holes, and so is the
+                // blanked end.
                 (0, 8, false),
-                (8, 92, true),
+                (8, 42, true),
                 (100, 10, false),
-                (300, 200, true),
                 (500, 4, false),
-                (600, 390, true)
+                (700, 100, true),
+                (980, 10, true)
             ]
         );
     }
@@ -247,6 +305,7 @@ mod tests {
                 out_len: 100,
                 fill: Fill::Verbatim,
             }],
+            boot: vec![],
             table_writes: vec![],
             blank: vec![],
         })

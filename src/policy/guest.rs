@@ -10,6 +10,7 @@ use super::{finding, Finding};
 
 pub const FS_IDS: &[&str] = &["fs.unsupported", "fs.legacy"];
 pub const VOLUME_IDS: &[&str] = &["volumes.detached", "volumes.network-mount"];
+pub const UNMOUNTED_IDS: &[&str] = &["volumes.unmounted"];
 pub const ACCESS_IDS: &[&str] = &[
     "access.sshd-missing",
     "access.sshd-config-missing",
@@ -165,6 +166,50 @@ pub fn check_volumes(policy: &Policy, entries: &[FstabEntryFacts]) -> Vec<Findin
                 f.fixed_by("fstab")
             }
         }));
+    }
+    out
+}
+
+/// A Linux filesystem of the image that the guest's fstab never mounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnmountedFacts {
+    /// "partition 4".
+    pub name: String,
+    pub fstype: String,
+    pub size: u64,
+    /// Names in its root directory (the first few, sorted), and how many there are.
+    pub entries: Vec<String>,
+    pub entry_count: usize,
+}
+
+pub fn check_unmounted(policy: &Policy, volumes: &[UnmountedFacts]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for v in volumes {
+        let holds = match v.entry_count {
+            0 => "nothing".to_string(),
+            n if n > v.entries.len() => {
+                format!("{} and {} more", v.entries.join(", "), n - v.entries.len())
+            }
+            _ => v.entries.join(", "),
+        };
+        out.extend(
+            finding(
+                policy,
+                "volumes.unmounted",
+                format!(
+                    "{} ({}, {}) is not mounted by the guest's fstab; it holds: {holds}",
+                    v.name,
+                    v.fstype,
+                    crate::units::human(v.size)
+                ),
+            )
+            .map(|f| {
+                f.with_evidence([v.name.clone()]).hint(
+                    "a leftover data volume? sanitize re-creates it empty with its UUID and label; \
+                     --keep-unmounted keeps it (the anywhere rules, such as shell histories, still run on it)",
+                )
+            }),
+        );
     }
     out
 }

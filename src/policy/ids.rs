@@ -72,6 +72,11 @@ pub const CHECKS: &[CheckInfo] = &[
         E,
         "network and FUSE mounts in fstab carry nofail or noauto",
     ),
+    c(
+        "volumes.unmounted",
+        W,
+        "every Linux volume of the image is mounted by the guest's fstab",
+    ),
     c("name.missing", E, "an image name is given"),
     c(
         "name.forbidden-char",

@@ -55,6 +55,11 @@ pub struct Editor<'t> {
     /// For each volume, how many reachable directory entries name each node
     /// (the root counts 1). 0: unreachable.
     names: Vec<Vec<u32>>,
+    /// Regular files that lost a name to an edit but kept another (a hard link
+    /// from a kept directory into an emptied one): their data stays.
+    pub lost_a_name: Vec<(usize, NodeId)>,
+    /// Warnings for the report, gathered by the rules as they run.
+    pub warnings: Vec<String>,
 }
 
 fn entry_counts(t: &Tree) -> Vec<u32> {
@@ -84,7 +89,12 @@ impl<'t> Editor<'t> {
             .iter()
             .map(|t| t.as_ref().map(entry_counts).unwrap_or_default())
             .collect();
-        Editor { trees, names }
+        Editor {
+            trees,
+            names,
+            lost_a_name: Vec::new(),
+            warnings: Vec::new(),
+        }
     }
 
     /// The trees, read-only (to build a namespace between edits).
@@ -156,6 +166,9 @@ impl<'t> Editor<'t> {
             }
             *c -= 1;
             if *c > 0 {
+                if matches!(self.tree(vol)?.node(n).kind, Kind::File(_)) {
+                    self.lost_a_name.push((vol, n));
+                }
                 continue;
             }
             let t = self.tree(vol)?;

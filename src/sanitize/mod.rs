@@ -13,10 +13,18 @@
 //! the namespace is dropped, and the edits are applied to the trees. Targets are
 //! sorted by path, so the same guest and rules give the same edits and report.
 //!
+//! Beyond the mounted guest, the rules also run on what the guest cannot see:
+//! the directory a mount point covers in the filesystem below it (files left in
+//! the root filesystem's /home before /home got its own volume), and, when the
+//! operator keeps them, volumes the guest never mounts (the "anywhere" rules
+//! only). Warnings name what a rule left alone for a reason the operator should
+//! know: a symlinked target, a hard link that keeps deleted data alive.
+//!
 //! Must not: read or write images or know on-disk formats; load file data other
 //! than the small configuration files a transform rewrites or consults (each
-//! read is bounded); follow a symlink at the final component of a path it edits
-//! (a link is deleted or left alone, never its target).
+//! read is bounded); follow a symlink in any component of a path it edits (a
+//! link is deleted or left alone, never its target, and a path that passes
+//! through a link is left alone with a warning).
 
 mod accounts;
 pub mod edit;
@@ -26,7 +34,7 @@ pub mod resolve;
 pub(crate) mod ssh;
 mod varlog;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::error::Result;
 use crate::guest::Namespace;
@@ -45,7 +53,7 @@ pub use report::{
 pub use resolve::{Layout, Target};
 
 use report::Bounded;
-use resolve::{expand, is_below, join, show};
+use resolve::{expand, is_below, join, literal_prefix, parent_of, show, symlink_on};
 
 /// How many paths (and notes) a rule's report lists; the count covers all.
 pub const DEFAULT_MAX_LISTED_PATHS: usize = 200;
@@ -251,6 +259,7 @@ pub fn apply(
     cx: &Context<'_>,
 ) -> Result<SanitizeReport> {
     let mut ed = Editor::new(trees);
+    let before = multi_named(&ed);
     let mut out = Vec::new();
     let mut skipped = Vec::new();
     for rule in &cx.rules.rules {
@@ -307,23 +316,167 @@ pub fn apply(
         Run::new(&mut ed, layout, cx, &mut rr).run(&spec)?;
         out.push(rr);
     }
+    covered_and_unmounted(&mut ed, layout, cx, &mut out)?;
+    let mut warnings = std::mem::take(&mut ed.warnings);
+    warnings.extend(hard_link_warnings(&ed, layout, &before)?);
+    warnings.sort();
+    warnings.dedup();
     let mut report = SanitizeReport {
         base: cx.base.map(|b| b.as_str().to_string()),
         rules: out,
         totals: Totals::default(),
         skipped_by_exception: skipped,
         added_files: Vec::new(),
+        warnings,
     };
     report.compute_totals();
     Ok(report)
 }
 
-/// Directories a literal empty-dir path may not be redirected to by a symlink
-/// (a guest whose /tmp links to /usr must not lose /usr).
-const PROTECTED: [&[u8]; 16] = [
-    b"/", b"/bin", b"/boot", b"/dev", b"/etc", b"/home", b"/lib", b"/lib64", b"/opt", b"/proc",
-    b"/run", b"/sbin", b"/srv", b"/sys", b"/usr", b"/var",
-];
+/// The rules again, on what the guest does not see: for each mount point, the
+/// directory it covers in the filesystem below (with the mount taken away), the
+/// rules acting only inside it; and each kept unmounted volume as its own root,
+/// with the rules' "anywhere" paths (`/**/...`) only. Transforms other than
+/// var-log edit the guest's own configuration and do not run here.
+fn covered_and_unmounted(
+    ed: &mut Editor<'_>,
+    layout: &Layout,
+    cx: &Context<'_>,
+    out: &mut [RuleReport],
+) -> Result<()> {
+    let rules: Vec<&SanitizeRule> = cx.rules.rules.iter().collect();
+    let runs_here = |rule: &SanitizeRule| {
+        !matches!(rule.action, Action::Transform) || rule.transform == Some(Transform::VarLog)
+    };
+    for (mp, _) in &layout.mounts {
+        let uncovered = layout.uncovering(mp);
+        let holds_something = {
+            let ns = uncovered.namespace(ed.trees())?;
+            ns.resolve(mp, false)
+                .ok()
+                .filter(|p| ns.node(*p).is_dir())
+                .is_some_and(|p| !ns.tree(p.vol).entries(p.node).is_empty())
+        };
+        if !holds_something {
+            continue;
+        }
+        for (rule, rr) in rules.iter().zip(out.iter_mut()) {
+            if !rr.status.ran() || !runs_here(rule) {
+                continue;
+            }
+            let spec = Spec {
+                action: rule.action,
+                transform: rule.transform,
+                template: rule.template.as_ref().map(|t| t.value.as_str()),
+                paths: rule.paths.iter().collect(),
+                only_regular: rule.only_regular_files,
+                create: false,
+            };
+            let mut run = Run::new(ed, &uncovered, cx, rr);
+            run.within = Some(mp.clone());
+            run.run(&spec)?;
+        }
+    }
+    for &vol in &layout.unmounted {
+        let alone = Layout::alone(vol);
+        for (rule, rr) in rules.iter().zip(out.iter_mut()) {
+            if !rr.status.ran() || matches!(rule.action, Action::Transform) {
+                continue;
+            }
+            let paths: Vec<&PathGlob> = rule
+                .paths
+                .iter()
+                .filter(|g| g.as_str().starts_with("/**/"))
+                .collect();
+            if paths.is_empty() {
+                continue;
+            }
+            let spec = Spec {
+                action: rule.action,
+                transform: None,
+                template: rule.template.as_ref().map(|t| t.value.as_str()),
+                paths,
+                only_regular: rule.only_regular_files,
+                create: false,
+            };
+            let mut run = Run::new(ed, &alone, cx, rr);
+            run.volume_label = Some(layout.volume_name(vol));
+            run.run(&spec)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every name of each regular file that has several (hard links), per volume,
+/// before any edit.
+type Names = HashMap<(usize, NodeId), Vec<Vec<u8>>>;
+
+fn multi_named(ed: &Editor<'_>) -> Names {
+    let mut out = Names::new();
+    for (vol, t) in ed.trees().iter().enumerate() {
+        let Some(t) = t else { continue };
+        let linked = (0..t.nodes.len() as NodeId)
+            .any(|n| ed.names_of(vol, n) > 1 && matches!(t.node(n).kind, Kind::File(_)));
+        if !linked {
+            continue;
+        }
+        for (path, id) in t.paths() {
+            if ed.names_of(vol, id) > 1 && matches!(t.node(id).kind, Kind::File(_)) {
+                out.entry((vol, id)).or_default().push(path);
+            }
+        }
+    }
+    out
+}
+
+/// A warning for each file a rule removed by one name while another name keeps
+/// it: its data stays in the output, under the kept name.
+fn hard_link_warnings(ed: &Editor<'_>, layout: &Layout, before: &Names) -> Result<Vec<String>> {
+    let mut nodes: Vec<(usize, NodeId)> = ed
+        .lost_a_name
+        .iter()
+        .copied()
+        .filter(|&(v, n)| ed.alive(v, n))
+        .collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    if nodes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut now: Names = Names::new();
+    let vols: HashSet<usize> = nodes.iter().map(|&(v, _)| v).collect();
+    for &vol in &vols {
+        let t = ed.tree(vol)?;
+        for (path, id) in t.paths() {
+            if nodes.binary_search(&(vol, id)).is_ok() {
+                now.entry((vol, id)).or_default().push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for key in nodes {
+        let kept = now.get(&key).cloned().unwrap_or_default();
+        let removed: Vec<String> = before
+            .get(&key)
+            .map(|old| {
+                old.iter()
+                    .filter(|p| !kept.contains(p))
+                    .map(|p| layout.guest_path(key.0, p))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let kept: Vec<String> = kept.iter().map(|p| layout.guest_path(key.0, p)).collect();
+        if removed.is_empty() || kept.is_empty() {
+            continue;
+        }
+        out.push(format!(
+            "{}: removed, but it is a hard link of {}, which is kept: the file's data stays in the image",
+            removed.join(", "),
+            kept.join(", ")
+        ));
+    }
+    Ok(out)
+}
 
 /// One rule being applied: the editor, and what the rule did so far.
 pub(crate) struct Run<'r, 't> {
@@ -334,6 +487,12 @@ pub(crate) struct Run<'r, 't> {
     tally: Tally,
     paths: Bounded,
     notes: Bounded,
+    /// When set, the rule acts only at or below this canonical path (the
+    /// directory a mount point covers).
+    within: Option<Vec<u8>>,
+    /// When set, the run is on a volume the guest does not mount: reported paths
+    /// are prefixed with its name.
+    volume_label: Option<String>,
 }
 
 impl<'r, 't> Run<'r, 't> {
@@ -343,19 +502,26 @@ impl<'r, 't> Run<'r, 't> {
         cx: &'r Context<'r>,
         rr: &'r mut RuleReport,
     ) -> Self {
+        // A rule may run more than once (the covered directories, unmounted
+        // volumes): each run adds to what the report already holds.
         let max = cx.options.max_listed_paths;
         let mut notes = Bounded::new(max);
         for n in std::mem::take(&mut rr.notes) {
             notes.push(n);
         }
+        let mut paths = Bounded::new(max);
+        paths.items = std::mem::take(&mut rr.paths);
+        paths.count = rr.paths_count;
         Run {
             ed,
             layout,
             cx,
+            tally: rr.tally(),
             rr,
-            tally: Tally::default(),
-            paths: Bounded::new(max),
+            paths,
             notes,
+            within: None,
+            volume_label: None,
         }
     }
 
@@ -376,6 +542,7 @@ impl<'r, 't> Run<'r, 't> {
         }
         let mut paths = std::mem::take(&mut self.paths.items);
         paths.sort();
+        paths.dedup();
         self.rr.paths = paths;
         self.rr.paths_count = self.paths.count;
         self.rr.notes = std::mem::take(&mut self.notes.items);
@@ -391,13 +558,76 @@ impl<'r, 't> Run<'r, 't> {
         self.notes.push(s);
     }
 
-    fn changed(&mut self, path: &[u8]) {
-        self.paths.push(show(path));
+    fn warn(&mut self, s: String) {
+        self.ed.warnings.push(s);
     }
 
-    fn targets(&self, globs: &[&PathGlob]) -> Result<Vec<Target>> {
-        let ns = self.ns()?;
-        Ok(expand(&ns, self.layout, globs))
+    /// A guest path as reports show it: the covered directory or the unmounted
+    /// volume it lies in said.
+    fn shown(&self, path: &[u8]) -> String {
+        match (&self.volume_label, &self.within) {
+            (Some(v), _) => format!("{v}:{}", show(path)),
+            (None, Some(m)) => format!("{} (under the {} mount)", show(path), show(m)),
+            (None, None) => show(path),
+        }
+    }
+
+    fn changed(&mut self, path: &[u8]) {
+        let s = self.shown(path);
+        self.paths.push(s);
+    }
+
+    /// Whether a canonical path is one this run may act on.
+    pub(crate) fn within(&self, canon: &[u8]) -> bool {
+        self.within
+            .as_ref()
+            .is_none_or(|m| canon == m.as_slice() || is_below(canon, m))
+    }
+
+    /// Warn about a rule path that passes through a symlink (it names no
+    /// target: the rule leaves it alone).
+    fn symlinked_warning(&self, ns: &Namespace<'_>, g: &PathGlob) -> Option<String> {
+        let p = g.as_str().as_bytes();
+        let dir = if g.is_literal() {
+            parent_of(p)?.to_vec()
+        } else {
+            literal_prefix(g.as_str()).0.into_bytes()
+        };
+        let (link, to) = symlink_on(ns, &dir)?;
+        if !self.within(&link) {
+            return None;
+        }
+        Some(format!(
+            "{}: not followed: {} is a symlink to {}; a rule never changes what lies outside its own path",
+            g.as_str(),
+            self.shown(&link),
+            show(&to)
+        ))
+    }
+
+    fn targets(&mut self, globs: &[&PathGlob]) -> Result<Vec<Target>> {
+        let (mut v, warnings) = {
+            let ns = self.ns()?;
+            let v = expand(&ns, self.layout, globs);
+            let w: Vec<String> = globs
+                .iter()
+                .filter_map(|g| self.symlinked_warning(&ns, g))
+                .collect();
+            (v, w)
+        };
+        for w in warnings {
+            self.warn(w);
+        }
+        v.retain(|t| self.within(&t.canonical));
+        Ok(v)
+    }
+
+    /// A symlinked target that is left alone: a note for the rule, a warning
+    /// for the report.
+    fn link_left_alone(&mut self, t: &Target, to: &str) {
+        let what = format!("{}: a symlink to {to}, left alone", self.shown(&t.path));
+        self.warn(format!("{what} (rules never follow symlinks)"));
+        self.note(what);
     }
 
     fn kind_of(&self, t: &Target) -> Result<&'static str> {
@@ -503,30 +733,46 @@ impl<'r, 't> Run<'r, 't> {
     fn empty_dirs(&mut self, spec: &Spec<'_>) -> Result<()> {
         for g in &spec.paths {
             if g.is_literal() {
+                let written = g.as_str().as_bytes();
                 let found = {
                     let ns = self.ns()?;
-                    ns.resolve_with_path(g.as_str().as_bytes(), true)
-                        .ok()
-                        .map(|(pos, canon)| (pos, canon, ns.node(pos).is_dir()))
+                    match symlink_on(&ns, written) {
+                        Some(link) => Err(link),
+                        None => Ok(ns
+                            .resolve_with_path(written, false)
+                            .ok()
+                            .map(|(pos, canon)| (pos, canon, ns.node(pos).is_dir()))),
+                    }
                 };
-                let Some((pos, canon, is_dir)) = found else {
+                let (pos, canon, is_dir) = match found {
+                    Ok(Some(f)) => f,
+                    Ok(None) => continue,
+                    Err((link, to)) => {
+                        if self.within(&link) {
+                            let what = if link.as_slice() == written {
+                                format!("{} is a symlink to {}", self.shown(&link), show(&to))
+                            } else {
+                                format!(
+                                    "{} leads through {}, a symlink to {}",
+                                    g.as_str(),
+                                    self.shown(&link),
+                                    show(&to)
+                                )
+                            };
+                            self.warn(format!(
+                                "{what}: kept, not followed (rules never follow symlinks)"
+                            ));
+                            self.note(format!("{what}: left alone"));
+                        }
+                        continue;
+                    }
+                };
+                if !self.within(&canon) {
                     continue;
-                };
-                let written = g.as_str().as_bytes();
+                }
                 if !is_dir {
                     self.note(format!("{}: not a directory, left alone", g.as_str()));
                     continue;
-                }
-                if canon.as_slice() != written {
-                    if PROTECTED.contains(&canon.as_slice()) {
-                        self.note(format!(
-                            "{}: leads to {} through a symlink: refused",
-                            g.as_str(),
-                            show(&canon)
-                        ));
-                        continue;
-                    }
-                    self.note(format!("{}: a symlink to {}", g.as_str(), show(&canon)));
                 }
                 self.empty_keeping_mounts(pos.vol, pos.node, &canon)?;
             } else {
@@ -551,11 +797,13 @@ impl<'r, 't> Run<'r, 't> {
                 continue;
             }
             if spec.only_regular && !self.is_file(&t)? {
-                let what = match self.link_target(&t)? {
-                    Some(to) => format!("a symlink to {to}"),
-                    None => format!("a {}", self.kind_of(&t)?),
-                };
-                self.note(format!("{}: {what}, left alone", show(&t.path)));
+                match self.link_target(&t)? {
+                    Some(to) => self.link_left_alone(&t, &to),
+                    None => {
+                        let what = format!("a {}", self.kind_of(&t)?);
+                        self.note(format!("{}: {what}, left alone", self.shown(&t.path)));
+                    }
+                }
                 continue;
             }
             self.delete_target(&t)?;
@@ -569,11 +817,13 @@ impl<'r, 't> Run<'r, 't> {
                 continue;
             }
             if !self.is_file(&t)? {
-                let what = match self.link_target(&t)? {
-                    Some(to) => format!("a symlink to {to}"),
-                    None => format!("a {}", self.kind_of(&t)?),
-                };
-                self.note(format!("{}: {what}, left alone", show(&t.path)));
+                match self.link_target(&t)? {
+                    Some(to) => self.link_left_alone(&t, &to),
+                    None => {
+                        let what = format!("a {}", self.kind_of(&t)?);
+                        self.note(format!("{}: {what}, left alone", self.shown(&t.path)));
+                    }
+                }
                 continue;
             }
             if self.ed.truncate(t.vol, t.node, &mut self.tally)? {
@@ -594,11 +844,18 @@ impl<'r, 't> Run<'r, 't> {
                 continue;
             }
             if !self.is_file(t)? {
-                let what = match self.link_target(t)? {
-                    Some(to) => format!("a symlink to {to}"),
-                    None => format!("a {}", self.kind_of(t)?),
-                };
-                self.note(format!("{}: {what}, left alone", show(&t.path)));
+                match self.link_target(t)? {
+                    // resolv.conf is a link on most systems (systemd-resolved's
+                    // stub): nothing to warn about.
+                    Some(to) if spec.transform == Some(Transform::ResolvConf) => {
+                        self.note(format!("{}: a symlink to {to}, left alone", show(&t.path)));
+                    }
+                    Some(to) => self.link_left_alone(t, &to),
+                    None => {
+                        let what = format!("a {}", self.kind_of(t)?);
+                        self.note(format!("{}: {what}, left alone", self.shown(&t.path)));
+                    }
+                }
                 continue;
             }
             if self.ed.replace(t.vol, t.node, bytes, &mut self.tally)? {
@@ -669,6 +926,25 @@ impl<'r, 't> Run<'r, 't> {
         };
         self.overwrite(&plain, bytes)
     }
+}
+
+/// Empties a volume the guest never mounts: every entry of its root goes,
+/// except `lost+found`, which is kept empty (as mke2fs makes it). The root keeps
+/// its metadata; the volume keeps its identity when rebuilt.
+pub fn empty_volume(tree: &mut Tree) -> Result<()> {
+    let root = tree.root;
+    let lost_found = tree
+        .lookup(root, b"lost+found")
+        .filter(|&n| tree.node(n).is_dir());
+    if let Kind::Dir(entries) = &mut tree.node_mut(root).kind {
+        entries.retain(|e| Some(e.node) == lost_found);
+    }
+    if let Some(lf) = lost_found {
+        if let Kind::Dir(entries) = &mut tree.node_mut(lf).kind {
+            entries.clear();
+        }
+    }
+    Ok(())
 }
 
 /// `rsplit_once('/')` for guest paths: ("/etc", "hosts") from "/etc/hosts".
@@ -812,24 +1088,36 @@ mod tests {
     }
 
     #[test]
-    fn empty_dir_follows_a_symlink_but_never_into_a_system_directory() {
+    fn empty_dir_never_follows_a_symlink() {
         let yaml = format!(
             "  - id: tmp\n{RULE}    action: empty-dir\n    paths: [/tmp]\n\
-             \x20 - id: home\n{RULE}    action: empty-dir\n    paths: [/home]\n"
+             \x20 - id: home\n{RULE}    action: empty-dir\n    paths: [/home]\n\
+             \x20 - id: deep\n{RULE}    action: delete\n    paths: [/home/alice/notes, \"/srv/link/*\"]\n"
         );
         let (trees, report) = apply_rules(guest(), &yaml);
-        // /tmp -> usr: refused, /usr intact.
+        // /tmp -> usr and /home -> /data/home: both kept, their targets intact.
         assert_eq!(read(&trees, "/usr/bin/ls").unwrap(), b"ELF");
-        let tmp = report.rule("tmp").unwrap();
-        assert!(
-            tmp.notes[0].contains("leads to /usr through a symlink: refused"),
-            "{tmp:?}"
-        );
-        assert_eq!(tmp.paths_count, 0);
-        // /home -> /data/home: emptied through the link, which stays.
-        assert!(read(&trees, "/data/home/alice/notes").is_none());
-        assert!(is_link(&trees, "/home"));
-        assert_eq!(report.rule("home").unwrap().paths, ["/data/home/alice"]);
+        assert_eq!(read(&trees, "/data/home/alice/notes").unwrap(), b"secret");
+        assert!(is_link(&trees, "/home") && is_link(&trees, "/tmp"));
+        for id in ["tmp", "home", "deep"] {
+            assert_eq!(report.rule(id).unwrap().paths_count, 0, "{id}");
+        }
+        // Paths through a link name nothing either; every case is a warning
+        // naming the link and its target.
+        assert!(read(&trees, "/etc/shadow")
+            .unwrap()
+            .starts_with(b"root:$6$SECRET"));
+        let w = &report.warnings;
+        for (link, to) in [
+            ("/tmp", "usr"),
+            ("/home", "/data/home"),
+            ("/srv/link", "/etc"),
+        ] {
+            assert!(
+                w.iter().any(|x| x.contains(link) && x.contains(to)),
+                "{link}: {w:?}"
+            );
+        }
     }
 
     #[test]

@@ -231,6 +231,11 @@ pub struct SanitizeReport {
     pub skipped_by_exception: Vec<Skipped>,
     /// Files added to the guest, by any rule.
     pub added_files: Vec<String>,
+    /// What the operator should know about what the rules left in place: a
+    /// symlinked target kept (rules never follow links), a hard link that keeps
+    /// a removed file's data, a volume the guest does not mount re-created empty.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 impl SanitizeReport {

@@ -3,10 +3,13 @@
 //! components followed but never out of the guest) into [`Target`]s that name a
 //! directory entry by volume, parent directory node and entry name.
 //!
-//! The final component of a path is never followed: a rule that names a symlink
-//! acts on the link, not on what it points to. Nothing here edits a tree; targets
-//! own their data so the namespace (which borrows the trees) can be dropped
-//! before the edits.
+//! No symlink is followed, in any component: a rule that names a symlink acts on
+//! the link, not on what it points to, and a path whose leading components pass
+//! through a symlink (a guest whose /var/log links to /etc/keepdir) names no
+//! target at all, so a rule never changes a file outside its own path.
+//! [`symlink_on`] finds the link, for the warning. Mount points are crossed:
+//! they are not links. Nothing here edits a tree; targets own their data so the
+//! namespace (which borrows the trees) can be dropped before the edits.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
@@ -29,6 +32,11 @@ pub struct Layout {
     pub mounts: Vec<(Vec<u8>, usize)>,
     /// How each fstab entry resolved against the image (for the fstab transform).
     pub fstab: Vec<MountResolution>,
+    /// Volumes with a tree that the guest never mounts and the operator keeps
+    /// (`--keep-unmounted`): the "anywhere" rules run on each, as its own root.
+    pub unmounted: Vec<usize>,
+    /// Names of the volumes for reports ("partition 4"); "volume N" when unset.
+    pub volume_names: Vec<String>,
 }
 
 impl Layout {
@@ -38,6 +46,75 @@ impl Layout {
             root: guest.root,
             mounts: guest.ns.mounts(),
             fstab: guest.mounts.clone(),
+            unmounted: Vec::new(),
+            volume_names: Vec::new(),
+        }
+    }
+
+    /// A volume's name for reports.
+    pub fn volume_name(&self, vol: usize) -> String {
+        self.volume_names
+            .get(vol)
+            .cloned()
+            .unwrap_or_else(|| format!("volume {vol}"))
+    }
+
+    /// A path inside volume `vol`'s tree as the guest sees it: below its mount
+    /// point, or prefixed with the volume's name when the guest does not mount
+    /// it.
+    pub fn guest_path(&self, vol: usize, path: &[u8]) -> String {
+        if vol == self.root {
+            return show(path);
+        }
+        match self.mounts.iter().find(|(_, v)| *v == vol) {
+            Some((mp, _)) if path == b"/" => show(mp),
+            Some((mp, _)) => format!("{}{}", show(mp), show(path)),
+            None => format!("{}:{}", self.volume_name(vol), show(path)),
+        }
+    }
+
+    /// Volumes that have a tree but are neither the root nor mounted by the
+    /// guest's fstab. None when the guest has no fstab (nothing then says what it
+    /// mounts); a volume holding a boot loader or kernels is not one (the
+    /// firmware reads it).
+    pub fn unmounted_volumes(&self, trees: &[Option<Tree>]) -> Vec<usize> {
+        if self.fstab.is_empty() {
+            return Vec::new();
+        }
+        (0..trees.len())
+            .filter(|&i| {
+                trees[i]
+                    .as_ref()
+                    .is_some_and(|t| !crate::guest::assemble::holds_boot_files(t))
+                    && i != self.root
+                    && !self.mounts.iter().any(|(_, v)| *v == i)
+            })
+            .collect()
+    }
+
+    /// This layout without the mount at `path` and those below it: the guest as
+    /// it looks with that volume unmounted, so that the directory it covers is
+    /// seen.
+    pub fn uncovering(&self, path: &[u8]) -> Layout {
+        Layout {
+            root: self.root,
+            mounts: self
+                .mounts
+                .iter()
+                .filter(|(p, _)| p.as_slice() != path && !is_below(p, path))
+                .cloned()
+                .collect(),
+            fstab: self.fstab.clone(),
+            unmounted: Vec::new(),
+            volume_names: self.volume_names.clone(),
+        }
+    }
+
+    /// Volume `vol` alone, as its own root.
+    pub fn alone(vol: usize) -> Layout {
+        Layout {
+            root: vol,
+            ..Layout::default()
         }
     }
 
@@ -142,12 +219,36 @@ fn split_parent(path: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((parent, name))
 }
 
-/// The entry at `path`, without following a final symlink. `None` when a
-/// leading component is missing, is not a directory, or loops; or when `path` is
-/// the root.
+/// The first symlink among the components of `dir` (the last included), as the
+/// link's path and its target. `None` when there is none or `dir` does not
+/// resolve.
+pub fn symlink_on(ns: &Namespace<'_>, dir: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut at = Vec::new();
+    for c in dir.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+        at.push(b'/');
+        at.extend_from_slice(c);
+        let pos = ns.resolve(&at, false).ok()?;
+        if let Kind::Symlink(to) = &ns.node(pos).kind {
+            return Some((at, to.to_vec()));
+        }
+    }
+    None
+}
+
+/// The directory above `path` ("/" for "/x"), for [`symlink_on`].
+pub fn parent_of(path: &[u8]) -> Option<&[u8]> {
+    split_parent(path).map(|(p, _)| p)
+}
+
+/// The entry at `path`, following no symlink. `None` when a leading component
+/// is missing, is not a directory, is a symlink, or loops; or when `path` is the
+/// root.
 pub fn lookup(ns: &Namespace<'_>, layout: &Layout, path: &[u8]) -> Option<Target> {
     let (parent, name) = split_parent(path)?;
     let (pos, canon) = ns.resolve_with_path(parent, true).ok()?;
+    if canon != crate::guest::namespace::normalise(parent) {
+        return None;
+    }
     let tree = ns.tree(pos.vol);
     if !tree.node(pos.node).is_dir() {
         return None;
@@ -171,7 +272,7 @@ pub fn lookup(ns: &Namespace<'_>, layout: &Layout, path: &[u8]) -> Option<Target
 
 /// The leading components of a glob that hold no glob syntax, and whether the
 /// rest is bounded in depth (no `**`) and by how many components.
-fn literal_prefix(glob: &str) -> (String, Option<usize>) {
+pub(crate) fn literal_prefix(glob: &str) -> (String, Option<usize>) {
     let meta = |c: &str| c.contains(['*', '?', '[', '{', '\\']);
     let comps: Vec<&str> = glob.split('/').filter(|c| !c.is_empty()).collect();
     let n = comps.iter().position(|c| meta(c)).unwrap_or(comps.len());
@@ -241,6 +342,10 @@ fn walk_matches(
     let Ok((start, canon)) = ns.resolve_with_path(prefix, true) else {
         return;
     };
+    if canon != crate::guest::namespace::normalise(prefix) {
+        // The prefix passes through a symlink: not walked.
+        return;
+    }
     // (path as written, canonical path, directory, depth of its children)
     let mut stack = vec![(prefix.to_vec(), canon, start, 1usize)];
     let mut seen: HashSet<Pos> = HashSet::new();

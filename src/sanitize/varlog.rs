@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::guest::Pos;
 use crate::tree::Kind;
 
-use super::resolve::{join, show, Target};
+use super::resolve::{join, show, symlink_on, Target};
 use super::{Run, Spec};
 
 const COMPRESSED: [&[u8]; 8] = [
@@ -58,6 +58,8 @@ struct Plan {
     journals: Vec<(Vec<u8>, Pos)>,
     delete: Vec<Target>,
     truncate: Vec<Target>,
+    /// Rule paths that lead through a symlink, left alone.
+    warnings: Vec<String>,
 }
 
 fn collect(r: &Run<'_, '_>, spec: &Spec<'_>) -> Result<Plan> {
@@ -66,8 +68,20 @@ fn collect(r: &Run<'_, '_>, spec: &Spec<'_>) -> Result<Plan> {
     let mut seen = HashSet::new();
     let mut roots = Vec::new();
     for g in &spec.paths {
-        if let Ok((pos, canon)) = ns.resolve_with_path(g.as_str().as_bytes(), true) {
-            if ns.node(pos).is_dir() {
+        let p = g.as_str().as_bytes();
+        if let Some((link, to)) = symlink_on(&ns, p) {
+            if r.within(&link) {
+                plan.warnings.push(format!(
+                    "{}: not followed: {} is a symlink to {}; its files are kept as they are (rules never follow symlinks)",
+                    g.as_str(),
+                    show(&link),
+                    show(&to)
+                ));
+            }
+            continue;
+        }
+        if let Ok((pos, canon)) = ns.resolve_with_path(p, true) {
+            if ns.node(pos).is_dir() && r.within(&canon) {
                 roots.push((canon, pos));
             }
         }
@@ -123,8 +137,15 @@ fn collect(r: &Run<'_, '_>, spec: &Spec<'_>) -> Result<Plan> {
             }
         }
     }
-    if let Ok((pos, canon)) = ns.resolve_with_path(b"/run/log/journal", true) {
-        if ns.node(pos).is_dir() && !plan.journals.iter().any(|(_, p)| *p == pos) {
+    let run_journal = b"/run/log/journal";
+    if let (Ok((pos, canon)), None) = (
+        ns.resolve_with_path(run_journal, true),
+        symlink_on(&ns, run_journal),
+    ) {
+        if ns.node(pos).is_dir()
+            && r.within(&canon)
+            && !plan.journals.iter().any(|(_, p)| *p == pos)
+        {
             plan.journals.push((canon, pos));
         }
     }
@@ -134,7 +155,11 @@ fn collect(r: &Run<'_, '_>, spec: &Spec<'_>) -> Result<Plan> {
 }
 
 pub(super) fn run(r: &mut Run<'_, '_>, spec: &Spec<'_>) -> Result<()> {
-    let plan = collect(r, spec)?;
+    let mut plan = collect(r, spec)?;
+    for w in std::mem::take(&mut plan.warnings) {
+        r.note(w.clone());
+        r.warn(w);
+    }
     for (canon, pos) in &plan.journals {
         r.empty_keeping_mounts(pos.vol, pos.node, canon)?;
     }

@@ -469,16 +469,21 @@ pub fn pack(tree: &GuestTree, out: &Path, opts: &DiskOptions) -> GuestDisk {
             len: 440,
             blake3: blake3_range(out, 0, 440),
         });
-        let (what, off, len) = match o.table {
+        let (what, off, len, blob) = match o.table {
             PartitionTable::Gpt => {
                 let bb = parts.iter().find(|p| p.role == Role::BiosBoot).unwrap();
-                ("BIOS boot partition", bb.start, bb.size)
+                let mut blob = b"GRUB-LIKE CORE IMAGE (fixture)\0".to_vec();
+                blob.extend(det_bytes(&format!("{key}/core"), 64 * 1024));
+                ("BIOS boot partition", bb.start, bb.size, blob)
             }
-            // GRUB embeds its core image between the MBR and the first partition.
-            PartitionTable::Mbr => ("post-MBR gap", SECTOR, MIB - SECTOR),
+            // GRUB embeds its core image between the MBR and the first partition:
+            // a real one (grub-mkimage), copied to the length its block list gives.
+            PartitionTable::Mbr => {
+                let core = grub_core_image();
+                let len = core.len() as u64;
+                ("GRUB core image", SECTOR, len, core)
+            }
         };
-        let mut blob = b"GRUB-LIKE CORE IMAGE (fixture)\0".to_vec();
-        blob.extend(det_bytes(&format!("{key}/core"), 64 * 1024));
         write_at(out, off, &blob);
         verbatim.push(Region {
             what: what.into(),
@@ -504,6 +509,24 @@ pub fn pack(tree: &GuestTree, out: &Path, opts: &DiskOptions) -> GuestDisk {
         verbatim,
         markers,
     }
+}
+
+/// A real GRUB i386-pc core image (grub-mkimage, grub-pc-bin), padded to whole
+/// sectors, made once per test binary: what grub-install embeds after an MBR.
+pub fn grub_core_image() -> Vec<u8> {
+    static CORE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    CORE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("core.img");
+        run(Command::new("grub-mkimage")
+            .args(["-O", "i386-pc", "-p", "(hd0,msdos1)/boot/grub", "-o"])
+            .arg(&out)
+            .args(["biosdisk", "part_msdos", "ext2"]));
+        let mut core = fs::read(&out).unwrap();
+        core.resize(round_up(core.len() as u64, SECTOR) as usize, 0);
+        core
+    })
+    .clone()
 }
 
 /// Converts a RAW image to QCOW2 (zlib-compressed clusters when `compress`).

@@ -12,6 +12,7 @@
 //! need no special case, while the writer can still tell that there is no table to
 //! rewrite.
 
+pub mod boot;
 pub mod gpt;
 pub mod mbr;
 pub mod types;
