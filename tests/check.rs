@@ -303,7 +303,9 @@ fn fixtures() -> BTreeMap<&'static str, Fixture> {
                 }
             },
         },
-        // Rocky 9 (rpmdb.sqlite), separate /boot; sshd_config deleted.
+        // Rocky 9 (rpmdb.sqlite), separate /boot; sshd_config deleted. Its /boot
+        // volume is left out of fstab and holds no boot loader or kernel: a leftover
+        // data volume, for volumes.unmounted.
         Spec {
             name: "r9-nosshdconfig",
             options: GuestOptions {
@@ -313,7 +315,33 @@ fn fixtures() -> BTreeMap<&'static str, Fixture> {
             layout: Layout::Disk,
             hibernated: false,
             live: false,
-            edit: |g| remove(g, "/etc/ssh/sshd_config"),
+            edit: |g| {
+                remove(g, "/etc/ssh/sshd_config");
+                let fstab = g.host_path("/etc/fstab");
+                let kept: String = fs::read_to_string(&fstab)
+                    .unwrap()
+                    .lines()
+                    .filter(|l| l.split_whitespace().nth(1) != Some("/boot"))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                fs::write(&fstab, kept).unwrap();
+                let boot = g.boot.as_ref().expect("a separate /boot");
+                for e in fs::read_dir(boot).unwrap() {
+                    let e = e.unwrap();
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if name.starts_with("grub")
+                        || name.starts_with("vmlinuz")
+                        || matches!(name.as_str(), "loader" | "efi" | "EFI")
+                    {
+                        let p = e.path();
+                        if p.is_dir() {
+                            fs::remove_dir_all(&p).unwrap();
+                        } else {
+                            fs::remove_file(&p).unwrap();
+                        }
+                    }
+                }
+            },
         },
         // Debian is not an accepted family.
         Spec {
@@ -1163,6 +1191,7 @@ fn every_check_triggers_and_passes() {
                 "os.unknown",
                 "access.sshd-missing",
                 "volumes.detached",
+                "volumes.unmounted",
             ],
             also: |_, o| {
                 let f = &o.json["facts"];
@@ -1195,7 +1224,7 @@ fn every_check_triggers_and_passes() {
             label: "Rocky 9 without sshd_config",
             fixture: "r9-nosshdconfig",
             ask: ask(),
-            triggers: &["access.sshd-config-missing"],
+            triggers: &["access.sshd-config-missing", "volumes.unmounted"],
             passes: &[
                 "access.sshd-missing",
                 "access.python-missing",

@@ -13,7 +13,11 @@ use libfuzzer_sys::fuzz_target;
 
 fn text_round_trip(text: &[u8]) {
     let Ok(vg) = Vg::parse(text) else { return };
-    let _ = vg.check_supported();
+    // imgsan writes metadata back only for VGs it supports (it refuses the rest,
+    // thin pools among them), so only those must round-trip.
+    if vg.check_supported().is_err() {
+        return;
+    }
     let out = vg.to_text("fuzz").expect("a parsed VG writes back");
     let again = Vg::parse(out.as_bytes()).expect("written metadata parses");
     assert_eq!(again.lvs, vg.lvs);

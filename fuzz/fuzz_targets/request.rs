@@ -22,7 +22,9 @@ fn check_problems(text: &str, e: &imgsan::rules::RulesError) {
     for p in e.problems() {
         assert!(p.line <= lines + 1, "line {} of {lines}: {}", p.line, p.message);
         assert!(p.line > 0 || p.column == 0, "a column without a line: {p}");
-        for w in INTERNALS {
+        // A message may quote the file (an unknown key); only words the file does
+        // not hold itself are the reader's.
+        for w in INTERNALS.iter().filter(|w| !text.contains(**w)) {
             assert!(!p.message.contains(w), "internal wording {w:?} in {:?}", p.message);
         }
     }

@@ -175,7 +175,12 @@ impl Vg {
                 if lvs.len() == MAX_LVS {
                     return Err(bad(&what, format!("more than {MAX_LVS} LVs")));
                 }
-                lvs.push(parse_lv(&what, lv_name, lv, &pvs)?);
+                let parsed = parse_lv(&what, lv_name, lv, &pvs)?;
+                // lvm2 names an LV once per VG; the writer finds LVs by name.
+                if lvs.iter().any(|l: &Lv| l.name == parsed.name) {
+                    return Err(bad(&what, format!("LV {} is defined twice", parsed.name)));
+                }
+                lvs.push(parsed);
             }
         }
         let vg = Vg {
