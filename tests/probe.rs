@@ -145,6 +145,22 @@ fn ext4_superblock_checksum_is_verified() {
         FsType::Ext4
     );
     b[1024 + 0x78] = b'X'; // the label, under the checksum
+                           // A damaged primary is not trusted: the probe falls back to the first backup,
+                           // as e2fsck -b does, and says both things.
+    let p = probe::probe(&MemDisk::new(b.clone())).unwrap();
+    assert_eq!(p.fs, FsType::Ext4);
+    assert_eq!(p.label.as_deref(), Some("csum"), "the backup's label");
+    let w = p.warnings.join("\n");
+    assert!(w.contains("backup superblock"), "{w}");
+    assert!(w.contains("checksum mismatch in ext4 superblock"), "{w}");
+    // With the backups gone too, the damaged checksum is the error.
+    let bs = 1024usize;
+    for group in [1usize, 3, 5, 7, 9] {
+        let at = (group * 8192 + 1) * bs;
+        if at + 1024 <= b.len() {
+            b[at..at + 1024].fill(0);
+        }
+    }
     let e = probe::probe(&MemDisk::new(b)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Checksum, "{e}");
     assert!(e.to_string().contains("ext4 superblock"), "{e}");
