@@ -18,7 +18,8 @@ fn rules() -> &'static RuleSet {
 const INTERNALS: [&str; 5] = ["budget breached", "DuplicateKeyPolicy", "Options", "Nodes {", "Some("];
 
 fn check_problems(text: &str, e: &imgsan::rules::RulesError) {
-    let lines = text.split('\n').count() as u64;
+    // Lines as YAML counts them: \n, \r\n and a lone \r each end one.
+    let lines = text.replace("\r\n", "\n").split(['\n', '\r']).count() as u64;
     for p in e.problems() {
         assert!(p.line <= lines + 1, "line {} of {lines}: {}", p.line, p.message);
         assert!(p.line > 0 || p.column == 0, "a column without a line: {p}");

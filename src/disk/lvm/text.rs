@@ -313,6 +313,10 @@ impl Parser<'_> {
                         return Err(err(self.line, "a string is not closed"));
                     };
                     self.at += 1;
+                    if n == 0 {
+                        // An escaped NUL is still a NUL: no writer could quote it back.
+                        return Err(err(self.line, "a NUL byte inside a string"));
+                    }
                     out.push(n);
                 }
                 0 => return Err(err(self.line, "a NUL byte inside a string")),
